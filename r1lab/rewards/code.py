@@ -1,0 +1,93 @@
+"""Execution-based code reward: run the model's program against test cases in the sandbox.
+
+Idea: DeepSeek-R1 §2.2.2 ("for LeetCode problems, a compiler can be used to generate feedback based on
+predefined test cases"); peers (open-r1, verl) use the pass fraction over stdin/stdout or call/assert cases.
+Here the reward is the fraction of tests passed, each test in its own sandboxed run (``sandbox.run_python``).
+
+Conventions (deliberate, documented):
+* Program = the last fenced block tagged ``python``/``py``/``python3`` after the last ``</think>`` (if any);
+  else the last untagged fenced block there; else that whole text.
+* ``{"input": ..., "output": ...}``: stdin/stdout; passes if the run exits 0 in time and the output equals the
+  expected one line by line after stripping each line and dropping trailing empty lines.
+* ``{"assert": "..."}``: the statement(s) are appended after the program, followed by a print of a random
+  per-run token; passes if the run exits 0 in time and the last output line is that token (so a program that
+  calls ``sys.exit(0)`` before the asserts does not pass). Residual hack: a program that reads its own source
+  can print the token; the sandbox is about containment, not about a determined reward hacker.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Mapping, Sequence
+
+from r1lab.rewards.sandbox import run_python
+
+_FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)```", re.DOTALL)
+_PY_TAGS = {"python", "py", "python3"}
+
+
+def extract_program(completion: str) -> str:
+    """The program text of a completion (see module docstring for the order).
+
+    >>> extract_program("<think>```python\\nprint(0)\\n```</think>Final:\\n```python\\nprint(1)\\n```")
+    'print(1)\\n'
+    >>> extract_program("print(2)")
+    'print(2)'
+    """
+    text = completion.rsplit("</think>", 1)[-1]
+    blocks = [(tag.lower(), body) for tag, body in _FENCE.findall(text)]
+    for wanted in (lambda t: t in _PY_TAGS, lambda t: t == ""):
+        chosen = [body for tag, body in blocks if wanted(tag)]
+        if chosen:
+            return chosen[-1]
+    return text
+
+
+def _lines(text: str) -> list[str]:
+    lines = [line.strip() for line in text.strip().splitlines()]
+    while lines and not lines[-1]:
+        lines.pop()
+    return lines
+
+
+def _check_tests(tests: Sequence[Mapping[str, str]]) -> None:
+    if not tests:
+        raise ValueError("code_reward: tests is empty")
+    for i, t in enumerate(tests):
+        if not isinstance(t, Mapping) or not ("assert" in t or ("input" in t and "output" in t)):
+            got = sorted(t) if isinstance(t, Mapping) else type(t).__name__
+            raise ValueError(f"code_reward: tests[{i}] needs 'input'+'output' or 'assert', got {got}")
+
+
+def run_test(program: str, test: Mapping[str, str], *, timeout: float = 5.0, memory_mb: int = 512) -> bool:
+    """Whether ``program`` passes one test (stdin/stdout or assert style).
+
+    >>> run_test("print(sum(map(int, input().split())))", {"input": "2 3", "output": "5"}, timeout=10)
+    True
+    >>> run_test("def f(x):\\n    return x + 1", {"assert": "assert f(1) == 3"}, timeout=10)
+    False
+    """
+    if "assert" in test:
+        token = f"__r1lab_ok_{secrets.token_hex(8)}__"
+        source = f"{program}\n\n{test['assert']}\nprint({token!r})\n"
+        res = run_python(source, "", timeout=timeout, memory_mb=memory_mb)
+        out = _lines(res.stdout)
+        return res.ok and bool(out) and out[-1] == token
+    res = run_python(program, str(test["input"]), timeout=timeout, memory_mb=memory_mb)
+    return res.ok and _lines(res.stdout) == _lines(str(test["output"]))
+
+
+def code_reward(
+    completion: str, tests: Sequence[Mapping[str, str]], timeout: float = 5.0, memory_mb: int = 512
+) -> float:
+    """Fraction of ``tests`` the completion's program passes (each in a fresh sandbox).
+
+    >>> code_reward("```python\\nprint(input()[::-1])\\n```", [{"input": "abc", "output": "cba"},
+    ...             {"input": "xy", "output": "xy"}], timeout=10)
+    0.5
+    """
+    _check_tests(tests)
+    program = extract_program(completion)
+    passed = sum(run_test(program, t, timeout=timeout, memory_mb=memory_mb) for t in tests)
+    return passed / len(tests)
