@@ -10,11 +10,21 @@ import argparse
 import importlib
 import sys
 
-# name → (module, one-line help). Each module defines add_arguments(parser) and main(args) -> int.
-SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "info": ("r1lab.commands.info", "parameters, FLOPs per token and KV-cache bytes of a preset or checkpoint"),
-    "demo": ("r1lab.commands.demo", "model demo: build cpu-demo, train a few steps, save, reload, check vs transformers"),
-}
+
+def subcommands() -> dict[str, str]:
+    """name → module, discovered in r1lab/commands/: each module defines NAME, HELP, add_arguments(parser) and
+    main(args) -> int (and ACCEPTS_OVERRIDES = True if it takes ``--key value`` config overrides)."""
+    import pkgutil
+
+    import r1lab.commands as pkg
+
+    found = {}
+    for info in pkgutil.iter_modules(pkg.__path__):
+        module = f"r1lab.commands.{info.name}"
+        name = getattr(importlib.import_module(module), "NAME", None)
+        if name:
+            found[name] = module
+    return dict(sorted(found.items()))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,9 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (module, help_text) in SUBCOMMANDS.items():
+    for name, module in subcommands().items():
         mod = importlib.import_module(module)
-        p = sub.add_parser(name, help=help_text, description=(mod.__doc__ or help_text).strip(),
+        p = sub.add_parser(name, help=mod.HELP, description=(mod.__doc__ or mod.HELP).strip(),
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         mod.add_arguments(p)
         p.set_defaults(_module=mod)

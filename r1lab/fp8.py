@@ -20,11 +20,15 @@ The three GEMMs of `FP8Linear` (y = x·Wᵀ, M tokens, K in-features, N out-feat
 
 Two interchangeable GEMM backends, chosen once when the module is built (and again if it moves device):
 - `ReferenceGemm`: dequantise -> FP32 matmul. Same quantisation, so it tells the exact numerics; runs anywhere.
-- `ScaledMMGemm`: r1lab.fp8_kernels, cuBLAS blockwise `torch.nn.functional.scaled_mm` on SM90 (see there why).
+- `ScaledMMGemm`: r1lab.fp8_kernels, cuBLAS blockwise `torch.nn.functional.scaled_mm` (ScalingType.BlockWise1x128
+  x BlockWise128x128) on SM90 + CUDA >= 12.9. Chosen over a Triton kernel because torch 2.13 ships it (verified in
+  its source and tests), so there is no kernel of ours to maintain; see fp8_kernels for the layout contract.
 
 Deliberate differences from the report: no promotion-interval emulation (cuBLAS/CPU accumulate fully in FP32);
 dims that are not multiples of 128 are zero-padded per GEMM (the report's shapes never need it); the bias add and
-bias gradient stay in high precision; the wgrad input is cached in FP8 128x1 tiles rather than 1x128.
+bias gradient stay in high precision; the report (§3.5.2) caches x in its forward 1x128 FP8 tiles and in backward
+dequantises, transposes and re-quantises it into 128x1 tiles — we quantise the original x into 128x1 tiles once
+during forward and cache that (same memory, one rounding instead of two).
 Legend: M tokens, K in-features, N out-features, R/C rows/cols of a generic matrix, suffix b = number of blocks.
 """
 
@@ -112,8 +116,12 @@ def dequantize_blockwise(
             f"dequantize_blockwise: data {tuple(q_RC.shape)} with {br}x{bc} tiles needs a scale grid {want}, "
             f"got {tuple(scale.shape)}"
         )
-    s = scale.float().repeat_interleave(br, dim=0).repeat_interleave(bc, dim=1)[:R, :C]
-    return (q_RC.float() * s).to(dtype)
+    Rb, Cb = want
+    x = q_RC.float()
+    if (Rb * br, Cb * bc) != (R, C):
+        x = F.pad(x, (0, Cb * bc - C, 0, Rb * br - R))
+    x = (x.view(Rb, br, Cb, bc) * scale.float().view(Rb, 1, Cb, 1)).view(Rb * br, Cb * bc)
+    return _crop(x, R, C).to(dtype)
 
 
 def quantize_act_1x128(x_MK: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -215,6 +223,7 @@ class QTensor(NamedTuple):
 
     data: torch.Tensor
     scale: torch.Tensor
+    block: tuple[int, int]
 
 
 def _crop(t: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
@@ -223,7 +232,7 @@ def _crop(t: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
 
 
 def _q(x_RC: torch.Tensor, block: tuple[int, int]) -> QTensor:
-    return QTensor(*quantize_blockwise(x_RC, block, pad=True))
+    return QTensor(*quantize_blockwise(x_RC, block, pad=True), block)
 
 
 class ReferenceGemm:
@@ -233,9 +242,7 @@ class ReferenceGemm:
 
     @staticmethod
     def _deq(t: QTensor) -> torch.Tensor:
-        br = t.data.shape[0] // t.scale.shape[0]
-        bc = t.data.shape[1] // t.scale.shape[1]
-        return dequantize_blockwise(t.data, t.scale, (br, bc))
+        return dequantize_blockwise(t.data, t.scale, t.block)
 
     def fprop(self, xq: QTensor, wq: QTensor, out_dtype: torch.dtype) -> torch.Tensor:
         return (self._deq(xq) @ self._deq(wq).t()).to(out_dtype)
@@ -300,14 +307,17 @@ class _FP8LinearFunction(torch.autograd.Function):
         with torch.autocast(x.device.type, enabled=False):
             x_MK = x.reshape(-1, K)
             M = x_MK.shape[0]
+            if M == 0:  # empty batch: no GEMM library call with a zero dim
+                gemm = ReferenceGemm()
             wq = _q(weight.detach(), (BLOCK, BLOCK))
             y_MN = _crop(gemm.fprop(_q(x_MK.detach(), (1, BLOCK)), wq, out_dtype), M, N)
             if bias is not None:
                 y_MN = y_MN + bias.to(out_dtype)
             need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-            xq_t = _q(x_MK.detach().t(), (1, BLOCK)) if need_w else QTensor(x.new_empty(0), x.new_empty(0))
+            empty = QTensor(x.new_empty(0), x.new_empty(0), (1, 1))
+            xq_t = _q(x_MK.detach().t(), (1, BLOCK)) if need_w else empty
             if not need_x:
-                wq = QTensor(x.new_empty(0), x.new_empty(0))
+                wq = empty
         ctx.save_for_backward(wq.data, wq.scale, xq_t.data, xq_t.scale)
         ctx.gemm, ctx.x_shape, ctx.x_dtype, ctx.w_dtype = gemm, x.shape, x.dtype, weight.dtype
         ctx.has_bias, ctx.b_dtype, ctx.MNK = bias is not None, getattr(bias, "dtype", None), (M, N, K)
@@ -322,9 +332,10 @@ class _FP8LinearFunction(torch.autograd.Function):
         with torch.autocast(grad_y.device.type, enabled=False):
             dy_MN = grad_y.reshape(M, N)
             if ctx.needs_input_grad[0]:
-                dx = _crop(gemm.dgrad(_q(dy_MN, (1, BLOCK)), QTensor(wd, ws), ctx.x_dtype), M, K).view(ctx.x_shape)
+                wq = QTensor(wd, ws, (BLOCK, BLOCK))
+                dx = _crop(gemm.dgrad(_q(dy_MN, (1, BLOCK)), wq, ctx.x_dtype), M, K).view(ctx.x_shape)
             if ctx.needs_input_grad[1]:
-                dw = _crop(gemm.wgrad(_q(dy_MN.t(), (1, BLOCK)), QTensor(xd, xs), ctx.w_dtype), N, K)
+                dw = _crop(gemm.wgrad(_q(dy_MN.t(), (1, BLOCK)), QTensor(xd, xs, (1, BLOCK)), ctx.w_dtype), N, K)
             if ctx.has_bias and ctx.needs_input_grad[2]:
                 db = dy_MN.float().sum(0).to(ctx.b_dtype)
         return dx, dw, db, None
@@ -339,7 +350,8 @@ class FP8Linear(nn.Linear):
     """nn.Linear whose forward/backward GEMMs run in E4M3 with fine-grained scales; parameters are unchanged
     (same names, shapes, dtypes), so state_dict and optimizer state are exactly those of the nn.Linear.
 
-    The GEMM path is picked when the module is built and again whenever it moves device (`.to`, `.cuda`)."""
+    The GEMM path is picked when the module is built and again whenever it moves device (`.to`, `.cuda`).
+    backend: "auto" (fast path if usable), "reference", or "scaled_mm" (raise if unusable once on CUDA)."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None,
                  backend: str = "auto") -> None:
@@ -360,8 +372,11 @@ class FP8Linear(nn.Linear):
         return new
 
     def _select_gemm(self) -> None:
-        self.gemm = ReferenceGemm() if self.weight.device.type == "meta" else select_gemm(self.weight.device,
-                                                                                            self.backend)
+        device = self.weight.device
+        if device.type == "meta" or (device.type != "cuda" and self.backend == "scaled_mm"):
+            self.gemm: Gemm = ReferenceGemm()  # placeholder until the weights land on a CUDA device
+        else:
+            self.gemm = select_gemm(device, self.backend)
 
     def _apply(self, fn, recurse=True):  # called by .to()/.cuda()/.half(): re-pick the path for the new device
         out = super()._apply(fn, recurse)

@@ -125,7 +125,7 @@ def _probe(device: torch.device) -> tuple[bool, str]:
     y = fprop(xq, sx, wq, sw, torch.float32)
     ref = dequantize_blockwise(xq, sx, (1, BLOCK)) @ dequantize_blockwise(wq, sw, (BLOCK, BLOCK)).t()
     err = ((y - ref).norm() / ref.norm()).item()
-    if not math.isfinite(err) or err > 1e-3:
+    if not math.isfinite(err) or err > 1e-2:  # a layout bug gives O(1) errors
         return False, f"probe GEMM disagrees with the reference (relative error {err:.2e})"
     return True, "ok"
 
@@ -157,7 +157,7 @@ def blockwise_fp8_status(device: torch.device | str) -> tuple[bool, str]:
         try:
             with torch.no_grad(), torch.autocast("cuda", enabled=False):
                 status = _probe(device)
-        except Exception as exc:  # any failure means: do not use the fast path
+        except Exception as exc:  # noqa: BLE001 - any failure means: do not use the fast path
             status = (False, f"probe failed: {type(exc).__name__}: {str(exc)[:200]}")
     _STATUS_CACHE[key] = status
     log.info("fp8 fast path on %s: %s (%s)", key, "enabled" if status[0] else "disabled", status[1])

@@ -7,10 +7,10 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from test_data_tokenizer import build_qwen_like, corpus
 
 from r1lab.data.fim import FimTokenIds, apply_fim, fim_documents, fim_token_ids
 from r1lab.data.tokenizer import FIM_BEGIN, FIM_END, FIM_HOLE, load_tokenizer, train_tokenizer
-from test_data_tokenizer import build_qwen_like, corpus
 
 IDS = FimTokenIds(begin=900, hole=901, end=902, bos=0, eos=1)
 

@@ -99,7 +99,9 @@ def test_loss_masks_become_ignore_labels() -> None:
     docs = [([1, 2, 3, 4], [0, 0, 1, 1]), ([5, 6], [0, 1]), [7, 8, 9]]
     packed = pack_documents(docs, seq_len=5, pad_id=PAD)
     pairs = {
-        t: lab for ids, labs in zip(packed.input_ids_NT.tolist(), packed.labels_NT.tolist()) for t, lab in zip(ids, labs)
+        t: lab
+        for ids, labs in zip(packed.input_ids_NT.tolist(), packed.labels_NT.tolist())
+        for t, lab in zip(ids, labs)
     }
     assert [pairs[t] for t in range(1, 10)] == [-100, -100, 3, 4, -100, 6, 7, 8, 9]
     assert packed.stats.n_loss_tokens == 6
@@ -194,3 +196,19 @@ def test_packing_speed_large() -> None:
     packed = pack_documents(docs, seq_len=1024, pad_id=PAD)
     assert time.perf_counter() - start < 15
     assert packed.stats.efficiency > 0.99
+
+
+def test_model_uses_the_same_conventions() -> None:
+    """The model's own mask / positions / loss agree with the references here on a packed batch."""
+    transformer = pytest.importorskip("r1lab.model.transformer")
+    packed = pack_documents(random_docs(60, 20, seed=5), seq_len=24, pad_id=PAD)
+    batch = next(batches(packed, batch_size=8, shuffle=True, seed=1))
+    doc_ids, labels = batch["doc_ids"], batch["labels"]
+    assert torch.equal(transformer.segment_causal_mask(doc_ids), doc_attention_mask(doc_ids))
+    assert torch.equal(transformer.positions_from_segments(doc_ids, batch["input_ids"]), batch["position_ids"])
+    logits_BTV = torch.randn(*labels.shape, 1000)
+    reference = torch.nn.functional.cross_entropy(
+        logits_BTV.flatten(0, 1), next_token_targets(labels, doc_ids).flatten(), ignore_index=IGNORE_INDEX
+    )
+    model_loss = transformer.shifted_cross_entropy(logits_BTV, labels, doc_ids, shift=1)
+    assert torch.allclose(model_loss, reference)

@@ -7,10 +7,10 @@ import json
 from pathlib import Path
 
 import pytest
+from test_data_tokenizer import corpus
 
 from r1lab.data.stream import CorpusError, iter_corpus_texts, iter_documents, tokenize_documents
 from r1lab.data.tokenizer import load_tokenizer, train_tokenizer
-from test_data_tokenizer import corpus
 
 
 def write_jsonl(path: Path, rows: list[object]) -> Path:

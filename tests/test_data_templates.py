@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
+from test_data_tokenizer import build_qwen_like, corpus
 
 from r1lab.data.templates import (
     chat_segments,
@@ -16,7 +17,6 @@ from r1lab.data.templates import (
     split_r1_response,
 )
 from r1lab.data.tokenizer import ASSISTANT, BOS, EOS, USER, Tokenizer, load_tokenizer, train_tokenizer
-from test_data_tokenizer import build_qwen_like, corpus
 
 
 @pytest.fixture(scope="module")

@@ -35,9 +35,7 @@ def corpus(n: int, seed: int = 0) -> list[str]:
     out = []
     for _ in range(n):
         words = [rng.choice(WORDS) for _ in range(rng.randint(3, 12))]
-        out.append(
-            " ".join(words) + f" {rng.randint(0, 99999)} + {rng.randint(0, 999)}. " + "".join(rng.sample(ZH, 4))
-        )
+        out.append(" ".join(words) + f" {rng.randint(0, 99999)} + {rng.randint(0, 999)}. " + "".join(rng.sample(ZH, 4)))
     return out
 
 
@@ -217,11 +215,13 @@ def build_llama_like(out: Path) -> Path:
     )
     rust.add_special_tokens([AddedToken("<s>", special=True), AddedToken("</s>", special=True)])
     template = (
-        "{{ bos_token }}{%- for m in messages %}{%- if m['role'] == 'user' %}{{ '[INST] ' + m['content'] + ' [/INST]' }}"
+        "{{ bos_token }}{%- for m in messages %}"
+        "{%- if m['role'] == 'user' %}{{ '[INST] ' + m['content'] + ' [/INST]' }}"
         "{%- else %}{{ ' ' + m['content'] + eos_token }}{%- endif %}{%- endfor %}"
     )
-    hf = PreTrainedTokenizerFast(tokenizer_object=rust, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
-                                 chat_template=template)
+    hf = PreTrainedTokenizerFast(
+        tokenizer_object=rust, bos_token="<s>", eos_token="</s>", unk_token="<unk>", chat_template=template
+    )
     hf.save_pretrained(str(out))
     return out
 

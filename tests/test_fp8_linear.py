@@ -162,11 +162,13 @@ def _train(model, fp8_on: bool, steps: int) -> list[float]:
 
 
 def test_tiny_llama_trains_with_fp8_and_tracks_fp32():
-    fp8_losses = _train(_tiny_llama(), True, 25)
-    ref_losses = _train(_tiny_llama(), False, 25)
-    assert fp8_losses[-1] < 0.6 * fp8_losses[0]
+    """Loss goes down with FP8 layers, and tracks the FP32 run from the same init (before memorisation, where
+    tiny losses make relative gaps meaningless)."""
+    fp8_losses = _train(_tiny_llama(), True, 15)
+    ref_losses = _train(_tiny_llama(), False, 15)
+    assert fp8_losses[-1] < 0.3 * fp8_losses[0]
     rel = max(abs(a - b) / b for a, b in zip(fp8_losses, ref_losses))
-    assert rel < 0.05, (fp8_losses, ref_losses)
+    assert rel < 0.02, (fp8_losses, ref_losses)
 
 
 @pytest.mark.gpu
@@ -186,7 +188,7 @@ def test_gpu_fast_path_matches_reference(M, K, N):
     for name, args in [("fprop", (xq, wq)), ("dgrad", (dyq, wq)), ("wgrad", (dyq_t, xq_t))]:
         got = getattr(fast, name)(*args, torch.float32)
         want = getattr(ref, name)(*args, torch.float32)
-        assert _rel(got, want) < 2e-3, name
+        assert _rel(got, want) < 5e-3, name
     outs = []
     for backend in ("scaled_mm", "reference"):
         lin = FP8Linear(K, N, device="cuda", backend=backend)
@@ -200,3 +202,39 @@ def test_gpu_fast_path_matches_reference(M, K, N):
         outs.append((y, xr.grad, lin.weight.grad))
     for got, want in zip(*outs):
         assert _rel(got, want) < 1e-2
+
+
+def _load_benchmark():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "fp8.py"
+    spec = importlib.util.spec_from_file_location("bench_fp8", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_benchmark_skips_cleanly_without_cuda_and_smoke_runs(capsys, monkeypatch):
+    import json
+
+    bench = _load_benchmark()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert bench.main([]) == 0
+    line = json.loads(capsys.readouterr().out.strip())
+    assert line["skipped"] is True and line["bench"] == "fp8"
+    assert bench.main(["--smoke", "--skip-train-step", "--loss-curve", "2"]) == 0
+    rows = [json.loads(r) for r in capsys.readouterr().out.strip().splitlines()]
+    assert [r["kind"] for r in rows] == ["linear_fwd_bwd", "loss_curve"]
+    assert rows[1]["finite"] and rows[1]["max_rel_loss_diff"] < 0.05
+
+
+def test_empty_batch_and_backend_selection_on_cpu():
+    lin = FP8Linear(256, 128, backend="scaled_mm")  # strict request applies only once on CUDA
+    assert lin.gemm.name == "reference" and lin.to(torch.float64).gemm.name == "reference"
+    x = torch.randn(0, 256, dtype=torch.float64, requires_grad=True)
+    y = lin(x)
+    y.sum().backward()
+    assert y.shape == (0, 128) and x.grad.shape == (0, 256) and (lin.weight.grad == 0).all()
+    with pytest.raises(ValueError, match="backend must be"):
+        FP8Linear(256, 128, backend="fast")

@@ -124,7 +124,7 @@ def test_checkpoint_round_trip_and_state_dict_helpers():
 
 
 def test_dequantize_state_dict_errors_name_the_key():
-    w8, s = quantize_weight_for_checkpoint(torch.randn(128, 128))
+    _, s = quantize_weight_for_checkpoint(torch.randn(128, 128))
     with pytest.raises(ValueError, match="'a.weight_scale_inv' has no matching 'a.weight'"):
         dequantize_state_dict({"a.weight_scale_inv": s})
     with pytest.raises(ValueError, match="key 'a.weight'.*float8_e4m3fn"):

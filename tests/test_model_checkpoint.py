@@ -93,3 +93,22 @@ def test_tied_embeddings_roundtrip(tmp_path):
     assert again.lm_head.weight is again.model.embed_tokens.weight
     ids = torch.randint(0, 256, (1, 9))
     assert torch.equal(model(ids).logits, again.eval()(ids).logits)
+
+
+def test_fp8_checkpoint_dequantises_on_load(tmp_path):
+    from r1lab.fp8 import dequantize_fp8_weight, quantize_state_dict
+
+    model = _model()
+    model.save_pretrained(tmp_path)
+    sd = load_file(tmp_path / "model.safetensors")
+    q = quantize_state_dict(sd)
+    name = "model.layers.1.mlp.experts.2.up_proj.weight"
+    assert q[name].dtype == torch.float8_e4m3fn and name + "_scale_inv" in q
+    assert q["model.embed_tokens.weight"].dtype == torch.float32  # embeddings stay in high precision
+    save_file(q, tmp_path / "model.safetensors")
+    again = DeepSeekV3ForCausalLM.from_pretrained(tmp_path, dtype=torch.float32)
+    expected = dequantize_fp8_weight(q[name], q[name + "_scale_inv"], torch.float32)
+    assert torch.equal(again.model.layers[1].mlp.experts.gate_up_proj[2, 16:], expected)
+    ids = torch.randint(0, 256, (1, 9))
+    rel = (again.eval()(ids).logits - model(ids).logits).norm() / model(ids).logits.norm()
+    assert rel < 0.1  # e4m3 weights: a few percent off, never garbage

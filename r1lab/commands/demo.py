@@ -6,6 +6,9 @@ This is the quick check that the model is healthy on this machine; the full pipe
 
 from __future__ import annotations
 
+NAME = "demo"
+HELP = "model demo: train cpu-demo briefly, save, reload, compare with transformers"
+
 import time
 from pathlib import Path
 

@@ -7,6 +7,9 @@ Examples:
 
 from __future__ import annotations
 
+NAME = "info"
+HELP = "parameters, FLOPs per token and KV-cache bytes of a preset or checkpoint"
+
 import json
 
 from ..model import DeepSeekV3Config, format_stats, list_presets, model_stats

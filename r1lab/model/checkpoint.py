@@ -193,7 +193,7 @@ def load_pretrained(directory: str | os.PathLike, dtype: torch.dtype | None = No
     hub = read_safetensors(directory)
     if any(k.endswith("weight_scale_inv") for k in hub):
         from ..fp8 import dequantize_state_dict
-        hub = dequantize_state_dict(hub)
+        hub = dequantize_state_dict(hub, dtype=dtype or torch.bfloat16)
     n_main = config.num_hidden_layers
     if config.num_nextn_predict_layers and not any(
             (m := _LAYER_RE.match(k)) and int(m.group(1)) >= n_main for k in hub):

@@ -21,7 +21,12 @@ from r1lab.tasks.code import CodeFamily
 from r1lab.tasks.countdown import CountdownFamily
 from r1lab.tasks.equations import EquationsFamily
 from r1lab.tasks.generic import MathFamily
-from r1lab.tasks.jsonl import load_tasks_jsonl, problem_from_dict, problem_to_dict, save_problems_jsonl
+from r1lab.tasks.jsonl import (
+    load_tasks_jsonl,
+    problem_from_dict,
+    problem_to_dict,
+    save_problems_jsonl,
+)
 from r1lab.tasks.word import WordFamily
 from r1lab.tasks.word_zh import WordZhFamily
 
@@ -31,11 +36,24 @@ FAMILIES: dict[str, Family] = {
               ArithmeticZhFamily(), WordZhFamily(), MathFamily())
 }
 GENERATIVE = tuple(name for name, f in FAMILIES.items() if f.generative)
+PATIENCE = 3000  # consecutive draws without a new problem after which a family counts as exhausted
 
 __all__ = [
-    "FAMILIES", "GENERATIVE", "SPLITS", "Family", "Problem", "get_family", "make_split", "task_reward",
-    "task_check", "split_of", "reference_completion", "problem_to_dict", "problem_from_dict",
-    "load_tasks_jsonl", "save_problems_jsonl",
+    "FAMILIES",
+    "GENERATIVE",
+    "SPLITS",
+    "Family",
+    "Problem",
+    "get_family",
+    "load_tasks_jsonl",
+    "make_split",
+    "problem_from_dict",
+    "problem_to_dict",
+    "reference_completion",
+    "save_problems_jsonl",
+    "split_of",
+    "task_check",
+    "task_reward",
 ]
 
 
@@ -55,33 +73,39 @@ def get_family(name: str) -> Family:
         raise ValueError(f"unknown task family {name!r}; known: {', '.join(sorted(FAMILIES))}") from None
 
 
-def family_problems(name: str, split: str, n: int, difficulty: int, seed: int) -> list[Problem]:
-    """The first n distinct problems of one family whose content hash falls in `split`."""
+def family_problems(name: str, split: str, n: int, difficulty: int, seed: int, strict: bool = True) -> list[Problem]:
+    """The first n distinct problems of one family whose content hash falls in `split`.
+
+    Stops early when PATIENCE draws in a row bring nothing new (the family's space at this difficulty is used
+    up): raises ValueError when `strict`, else returns the shorter list.
+    """
     fam = get_family(name)
     if not fam.generative:
         raise ValueError(f"family {name!r} has no generator; generative families: {', '.join(GENERATIVE)}")
     rng = random.Random(f"r1lab.tasks:{seed}:{name}:{difficulty}:{split}")
     out: list[Problem] = []
     seen: set[str] = set()
-    max_draws = 60 * n + 2000
-    for _ in range(max_draws):
-        if len(out) == n:
-            return out
+    misses = 0
+    while len(out) < n and misses < PATIENCE:
         p = fam.generate(rng, difficulty)
         if p.uid not in seen and split_of(p.uid) == split:
             seen.add(p.uid)
             out.append(p)
-    if len(out) == n:
-        return out
-    raise ValueError(f"family {name!r} at difficulty {difficulty} gave only {len(out)} distinct {split!r} problems "
-                     f"in {max_draws} draws (asked for {n}); ask for fewer or use a higher difficulty")
+            misses = 0
+        else:
+            misses += 1
+    if len(out) < n and strict:
+        raise ValueError(f"family {name!r} at difficulty {difficulty} has only about {len(out)} distinct {split!r} "
+                         f"problems (asked for {n}); ask for fewer, use another difficulty or strict=False")
+    return out
 
 
 def make_split(split: str, n_per_family: int, difficulty: int = 1, families: list[str] | None = None,
-               seed: int = 0) -> list[Problem]:
+               seed: int = 0, strict: bool = True) -> list[Problem]:
     """n_per_family problems of each family in `split` ("train" | "val" | "test"), interleaved by family.
 
-    Deterministic in all arguments; the first k problems of a family do not depend on n_per_family.
+    Deterministic in all arguments; the first k problems of a family do not depend on n_per_family. A family
+    whose problem space at this difficulty is too small raises ValueError (`strict`) or contributes fewer.
 
     >>> ps = make_split("val", 2, families=["arithmetic", "word"])
     >>> [p.family for p in ps], {split_of(p.uid) for p in ps}
@@ -94,8 +118,9 @@ def make_split(split: str, n_per_family: int, difficulty: int = 1, families: lis
     names = list(GENERATIVE if families is None else families)
     for name in names:
         get_family(name)
-    per_family = [family_problems(name, split, n_per_family, difficulty, seed) for name in names]
-    return [ps[i] for i in range(n_per_family) for ps in per_family]
+    per_family = [family_problems(name, split, n_per_family, difficulty, seed, strict) for name in names]
+    longest = max((len(ps) for ps in per_family), default=0)
+    return [ps[i] for i in range(longest) for ps in per_family if i < len(ps)]
 
 
 def task_check(answer: str | None, problem: Problem) -> bool:

@@ -14,7 +14,14 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from r1lab.tasks.base import Family, Problem, answer_sentence, check_difficulty, join_steps, maybe_verify
+from r1lab.tasks.base import (
+    Family,
+    Problem,
+    answer_sentence,
+    check_difficulty,
+    join_steps,
+    maybe_verify,
+)
 
 
 @dataclass(frozen=True)
@@ -29,7 +36,7 @@ class Phrases:
     negate: str  # {big} {small}
     write: str  # {lead}: {calc} = {s}, write {d}
     write_carry: str  # ... write {d} carry {c}
-    borrow: str  # {lead}: {x} is less than {y}, borrow 1: {calc} = {r}, write {r}
+    borrow: str  # {lead}: {x} < {y}, borrow 1: {calc} = {r}, write {r}
     split: str  # {b} {parts}
     conclude: str  # {expr} = {r}
     place_fallback: str  # {n}: name of column n when `places` runs out
@@ -39,13 +46,13 @@ class Phrases:
 EN = Phrases(
     places=("Ones", "Tens", "Hundreds", "Thousands", "Ten thousands", "Hundred thousands", "Millions"),
     question="What is {expr}?",
-    add_intro="Add {a} + {b} digit by digit from the right.",
-    sub_intro="Subtract {a} - {b} digit by digit from the right.",
-    mul_intro="Multiply {a} * {b} digit by digit from the right.",
+    add_intro="Add {a} + {b} digit by digit.",
+    sub_intro="Subtract {a} - {b} digit by digit.",
+    mul_intro="Multiply {a} * {b} digit by digit.",
     negate="{small} is less than {big}, so compute {big} - {small} and make it negative.",
     write="{lead}: {calc} = {s}, write {d}.",
     write_carry="{lead}: {calc} = {s}, write {d} carry {c}.",
-    borrow="{lead}: {x} is less than {y}, borrow 1: {calc} = {r}, write {r}.",
+    borrow="{lead}: {x} < {y}, borrow 1: {calc} = {r}, write {r}.",
     split="Split {b} = {parts}.",
     conclude="So {expr} = {r}.",
     place_fallback="Digit {n}",
@@ -92,7 +99,7 @@ def sub_steps(a: int, b: int, ph: Phrases) -> list[str]:
     """Column subtraction a − b for a ≥ b ≥ 0 with borrows.
 
     >>> sub_steps(85, 48, EN)[1:]
-    ['Ones: 5 is less than 8, borrow 1: 15 - 8 = 7, write 7.', 'Tens: 8 - 1 - 4 = 3, write 3.']
+    ['Ones: 5 < 8, borrow 1: 15 - 8 = 7, write 7.', 'Tens: 8 - 1 - 4 = 3, write 3.']
     """
     width = len(str(a))
     da, db = digits_rev(a, width), digits_rev(b, width)

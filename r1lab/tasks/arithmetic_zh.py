@@ -17,9 +17,9 @@ from r1lab.tasks.base import Family, Problem
 ZH = Phrases(
     places=("个位", "十位", "百位", "千位", "万位", "十万位", "百万位"),
     question="{expr} 等于多少？",
-    add_intro="从个位开始逐位相加 {a} + {b}。",
-    sub_intro="从个位开始逐位相减 {a} - {b}。",
-    mul_intro="从个位开始逐位相乘 {a} * {b}。",
+    add_intro="逐位相加 {a} + {b}。",
+    sub_intro="逐位相减 {a} - {b}。",
+    mul_intro="逐位相乘 {a} * {b}。",
     negate="{small} 比 {big} 小，先算 {big} - {small}，结果取负数。",
     write="{lead}：{calc} = {s}，写 {d}。",
     write_carry="{lead}：{calc} = {s}，写 {d} 进 {c}。",

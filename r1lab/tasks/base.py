@@ -116,15 +116,14 @@ def parse_int(text: str | None) -> int | None:
     if text is None:
         return None
     s = _VAR_RE.sub("", _NOISE_RE.sub("", text)).rstrip(".")
-    if s.endswith(".0"):
-        s = s[:-2]
+    s = s.removesuffix(".0")
     if _THOUSANDS_RE.fullmatch(s):
         s = s.replace(",", "")
     return int(s) if _INT_RE.fullmatch(s) else None
 
 
 def equal_to_gold(answer: str | None, gold: str) -> bool:
-    """Integer fast path, then the shared math-equality checker (gold first, math-verify convention).
+    """Integer fast path, then the shared math-verify based `math_equal(pred, gold)`.
 
     >>> equal_to_gold("85", "85"), equal_to_gold(" 85. ", "85"), equal_to_gold("84", "85"), equal_to_gold(None, "1")
     (True, True, False, False)
@@ -140,7 +139,7 @@ def equal_to_gold(answer: str | None, gold: str) -> bool:
 
 
 def extract_final(completion: str) -> str | None:
-    """The final answer of a completion, via the shared extractor (answer tags / \\boxed{} / "The answer is")."""
+    """The final answer of a completion via the shared extractor: last <answer>…</answer>, else last \\boxed{}."""
     from r1lab.rewards.math import extract_answer
 
     return extract_answer(completion)
@@ -166,8 +165,9 @@ def join_steps(steps: list[str], lang: str) -> str:
 class Family(abc.ABC):
     """A family of generated, rule-checkable problems.
 
-    Subclasses set `name`, `lang`, implement `generate` and usually `canonical`; `check` and `reward`
-    default to integer / math equality of the extracted final answer.
+    Subclasses set `name` and `lang` and implement `generate` (building problems with `make`, which hashes the
+    family's canonical content into the uid); `check` and `reward` default to integer / math equality of the
+    extracted final answer and are overridden where the answer is not a number (countdown, code).
     """
 
     name: str = ""

@@ -23,8 +23,8 @@ ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 def fence(code: str) -> str:
     """Code as a fenced Python block, the form of a code family's gold answer.
 
-    >>> fence("def f(x):\n    return x")
-    '```python\ndef f(x):\n    return x\n```'
+    >>> fence("def f(x):\\n    return x")
+    '```python\\ndef f(x):\\n    return x\\n```'
     """
     return f"```python\n{code}\n```"
 
@@ -52,7 +52,7 @@ def spec(rng: random.Random, d: int) -> tuple[str, str, str, list[tuple]]:
     if d == 2:
         c = rng.randint(2, 9)
         forms = [f"x * {a} + y * {c}", f"x * y + {b}", f"(x + y) * {a}", f"x * x + y * {a}", f"(x - y) * {a} + {b}",
-                 f"x * {a} - y * {c}", f"x * y - {b}", f"(x + y + {b}) * {c}"]
+                 f"x * {a} - y * {c}", f"x * y - {b}", f"(x + y + {b}) * {c}", f"x * {a} + y * {c} + {b}"]
         expr = rng.choice(forms)
         args = distinct(lambda: (rng.randint(0, 12), rng.randint(0, 12)))
         return "f(x, y)", f"returns {expr}", f"    return {expr}", args

@@ -15,7 +15,14 @@ from __future__ import annotations
 
 import random
 
-from r1lab.tasks.base import Family, Problem, answer_sentence, check_difficulty, join_steps, maybe_verify
+from r1lab.tasks.base import (
+    Family,
+    Problem,
+    answer_sentence,
+    check_difficulty,
+    join_steps,
+    maybe_verify,
+)
 
 PREC = {"+": 1, "-": 1, "*": 2, "/": 2}
 ATOM = 3
@@ -97,7 +104,7 @@ class CountdownFamily(Family):
         (target, expr, _), steps = built
         listed = ", ".join(map(str, numbers))
         prompt = f"Using the numbers [{listed}], make {target}. Use + - * / and each number once."
-        lines = [f"We need {target} from {listed}."]
+        lines = []
         if rng.random() < 0.3:  # a failed first attempt, as in search-style reasoning
             miss = random_build(rng, numbers, "+-*", 2 * target_max)
             if miss is not None and miss[0][0] != target:

@@ -12,7 +12,14 @@ from __future__ import annotations
 
 import random
 
-from r1lab.tasks.base import Family, Problem, answer_sentence, check_difficulty, join_steps, maybe_verify
+from r1lab.tasks.base import (
+    Family,
+    Problem,
+    answer_sentence,
+    check_difficulty,
+    join_steps,
+    maybe_verify,
+)
 
 
 def term(a: int, var: str = "x") -> str:

@@ -7,6 +7,8 @@ tests) and "uid" (default: content hash of family, prompt and answer). Bad rows 
 file:line and the field. Blank lines and lines starting with "#" are skipped.
 """
 
+# ruff: noqa: TRY004 - every bad row raises ValueError (a data error naming file:line), also for wrong types
+
 from __future__ import annotations
 
 import json

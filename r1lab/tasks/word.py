@@ -14,7 +14,14 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from r1lab.tasks.base import Family, Problem, answer_sentence, check_difficulty, join_steps, maybe_verify
+from r1lab.tasks.base import (
+    Family,
+    Problem,
+    answer_sentence,
+    check_difficulty,
+    join_steps,
+    maybe_verify,
+)
 
 
 @dataclass(frozen=True)

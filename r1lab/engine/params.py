@@ -1,0 +1,119 @@
+"""The engine's request and result types, shaped after vLLM's (``SamplingParams``, ``RequestOutput``,
+``CompletionOutput``) so that code written against vLLM reads the same here.
+
+``CompletionOutput.logprobs`` is deliberately *not* vLLM's (which reports the processed distribution): it is the
+log-probability of each sampled token under the model's raw distribution — the fp32 log-softmax of the logits at
+temperature 1 with no top-k / top-p / min-p — i.e. exactly what the training forward computes, which GRPO uses as
+π_old (DeepSeekMath §4.1, R1 §2.2.1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class SamplingParams:
+    """How to sample the completions of one request.
+
+    temperature 0 means greedy; top_k 0 means no top-k; stop strings end a completion when they appear in its decoded
+    text; stop_token_ids, when given, *replace* the default stop ids (tokenizer EOS + config eos_token_id).
+    Seeded requests draw sample j (0-based) from ``torch.Generator().manual_seed(seed + j)``.
+    """
+
+    n: int = 1
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    min_p: float = 0.0
+    max_tokens: int = 16
+    stop: list[str] | str | None = None
+    stop_token_ids: list[int] | None = None
+    seed: int | None = None
+    include_stop_str_in_output: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.stop, str):
+            self.stop = [self.stop]
+        self.stop = list(self.stop or [])
+        if self.stop_token_ids is not None:
+            self.stop_token_ids = [int(i) for i in self.stop_token_ids]
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first bad field."""
+        if not isinstance(self.n, int) or self.n <= 0:
+            raise ValueError(f"SamplingParams.n must be a positive integer, got {self.n!r}")
+        if not isinstance(self.max_tokens, int) or self.max_tokens <= 0:
+            raise ValueError(f"SamplingParams.max_tokens must be a positive integer, got {self.max_tokens!r}")
+        if self.temperature < 0:
+            raise ValueError(f"SamplingParams.temperature must be >= 0 (0 = greedy), got {self.temperature!r}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"SamplingParams.top_p must be in (0, 1], got {self.top_p!r}")
+        if not isinstance(self.top_k, int) or self.top_k < 0:
+            raise ValueError(f"SamplingParams.top_k must be an integer >= 0 (0 = off), got {self.top_k!r}")
+        if not 0.0 <= self.min_p <= 1.0:
+            raise ValueError(f"SamplingParams.min_p must be in [0, 1], got {self.min_p!r}")
+        if any(not isinstance(s, str) or not s for s in self.stop):
+            raise ValueError(f"SamplingParams.stop must hold non-empty strings, got {self.stop!r}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+    @property
+    def filters(self) -> bool:
+        """Whether any truncation (top-k / top-p / min-p) is asked for."""
+        return self.top_k > 0 or self.top_p < 1.0 or self.min_p > 0.0
+
+
+@dataclass
+class CompletionOutput:
+    """One sampled completion. ``token_ids`` include the stop token when one ended it; ``text`` is cut before a stop
+    string (kept with ``include_stop_str_in_output``) and omits a stop token's text; ``logprobs[i]`` is the raw fp32
+    log-softmax (temperature 1, no truncation) of ``token_ids[i]`` given everything before it."""
+
+    index: int
+    token_ids: list[int]
+    text: str
+    logprobs: list[float]
+    finish_reason: str  # "stop" | "length"
+
+
+@dataclass
+class RequestOutput:
+    prompt: str | None
+    prompt_token_ids: list[int]
+    outputs: list[CompletionOutput] = field(default_factory=list)
+
+
+@dataclass
+class GenerationStats:
+    """What the last ``LLM.generate`` call did. For speculative decoding: acceptance_rate = accepted drafts /
+    proposed drafts; mean_accepted_length = tokens emitted per verification step per sequence (accepted drafts + 1)."""
+
+    tokens_generated: int = 0
+    seconds: float = 0.0
+    prompt_tokens: int = 0
+    steps: int = 0
+    drafts_proposed: int = 0
+    drafts_accepted: int = 0
+    verify_rows: int = 0
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens_generated / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def acceptance_rate(self) -> float | None:
+        return self.drafts_accepted / self.drafts_proposed if self.drafts_proposed else None
+
+    @property
+    def mean_accepted_length(self) -> float | None:
+        return (self.drafts_accepted + self.verify_rows) / self.verify_rows if self.verify_rows else None
+
+    def as_dict(self) -> dict[str, float | int | None]:
+        return {"tokens_generated": self.tokens_generated, "seconds": round(self.seconds, 4),
+                "tokens_per_second": round(self.tokens_per_second, 2), "prompt_tokens": self.prompt_tokens,
+                "steps": self.steps, "acceptance_rate": self.acceptance_rate,
+                "mean_accepted_length": self.mean_accepted_length}

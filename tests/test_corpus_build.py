@@ -1,0 +1,102 @@
+"""The pretraining corpus builder: valid JSONL, train problems only, deterministic, atomic."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from r1lab.data.corpus import build_corpus, check_mix, render
+from r1lab.tasks import make_split, split_of
+from r1lab.tasks.base import content_uid
+from r1lab.tasks.jsonl import cjk_fraction
+
+
+def read(path):
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    path = tmp_path_factory.mktemp("corpus") / "corpus.jsonl"
+    stats = build_corpus(path, n_per_family=40, difficulty_levels=(1, 2), seed=0)
+    return path, stats, read(path)
+
+
+def test_valid_jsonl_and_stats(corpus):
+    path, stats, rows = corpus
+    assert stats["path"] == str(path) and stats["documents"] == len(rows)
+    assert all(set(r) == {"text"} and isinstance(r["text"], str) and r["text"].strip() for r in rows)
+    assert sum(stats["by_kind"].values()) == len(rows)
+    assert set(stats["by_kind"]) == {"direct", "worked", "r1zero", "plain"}
+    assert stats["problems"] == len(rows) - stats["by_kind"]["plain"]
+    assert stats["chars_total"] == sum(len(r["text"]) for r in rows)
+    assert not [f for f in path.parent.iterdir() if f.name.endswith(".tmp")]
+
+
+def test_document_shapes_and_both_languages(corpus):
+    _, _, rows = corpus
+    texts = [r["text"] for r in rows]
+    assert any(re.fullmatch(r"Question: .+\nAnswer: \S+", t) for t in texts)
+    assert any(t.startswith("Question: ") and "\nSolution: " in t and re.search(r"The answer is \S+\.$", t)
+               for t in texts)
+    assert any(re.fullmatch(r"User: .+\. Assistant: <think> .+ </think> <answer> .+ </answer>", t, re.DOTALL)
+               for t in texts)
+    assert any(t.startswith("问题：") for t in texts)
+    assert sum(cjk_fraction(t) > 0.9 for t in texts) > 0.1 * len(texts)
+
+
+def test_only_train_problems_in_corpus(corpus):
+    _, _, rows = corpus
+    blob = "\n".join(r["text"] for r in rows)
+    for split in ("val", "test"):
+        for level in (1, 2):
+            for p in make_split(split, 40, level):
+                assert p.prompt not in blob, (split, p.prompt)
+    train = make_split("train", 40, 1)
+    assert sum(p.prompt in blob for p in train) == len(train)
+
+
+def test_plain_arithmetic_facts_never_state_heldout_problems(corpus):
+    _, _, rows = corpus
+    ops = {"plus": "+", "minus": "-", "times": "*", "加": "+", "减": "-", "乘": "*"}
+    found = 0
+    for r in rows:
+        for a, word, b in re.findall(r"(\d+) (plus|minus|times|加|减|乘) (\d+)", r["text"]):
+            found += 1
+            assert split_of(content_uid("arithmetic", f"{a}{ops[word]}{b}")) == "train"
+    assert found > 0
+
+
+def test_deterministic_and_seeded(tmp_path):
+    a = build_corpus(tmp_path / "a.jsonl", 10, (1,), seed=3, families=["arithmetic", "word_zh"])
+    b = build_corpus(tmp_path / "b.jsonl", 10, (1,), seed=3, families=["arithmetic", "word_zh"])
+    c = build_corpus(tmp_path / "c.jsonl", 10, (1,), seed=4, families=["arithmetic", "word_zh"])
+    assert (tmp_path / "a.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes()
+    assert (tmp_path / "a.jsonl").read_bytes() != (tmp_path / "c.jsonl").read_bytes()
+    assert a["by_family"]["arithmetic"] == 10 and b == {**a, "path": b["path"]} and c["documents"] > 0
+
+
+def test_overwrites_atomically_and_respects_mix(tmp_path):
+    path = tmp_path / "c.jsonl"
+    path.write_text("old\n")
+    stats = build_corpus(path, 10, (1,), mix={"worked": 1.0}, families=["equations"])
+    rows = read(path)
+    assert stats["by_kind"] == {"worked": 10} and len(rows) == 10
+    assert all("<answer>" not in r["text"] and "\nSolution: " in r["text"] for r in rows)
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["c.jsonl"]
+
+
+def test_mix_validation_and_render_errors():
+    with pytest.raises(ValueError, match="unknown document kinds"):
+        check_mix({"worked": 1, "poems": 1})
+    with pytest.raises(ValueError, match="non-negative"):
+        check_mix({"worked": -1})
+    with pytest.raises(ValueError, match="at least one"):
+        check_mix({"plain": 1})
+    with pytest.raises(ValueError, match="unknown document kind"):
+        render(make_split("train", 1, 1, ["word"])[0], "poem")
+    with pytest.raises(ValueError, match="difficulty_levels"):
+        build_corpus("/tmp/never.jsonl", 1, ())
