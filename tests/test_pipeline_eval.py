@@ -60,7 +60,7 @@ def test_cons_tie_break_and_mixing_rate():
     script = {p.prompt: [zero("just add 我们", wrong), zero("add", p.answer), zero("add", wrong), zero("add", p.answer)]}
     res = evaluate(scripted(script, {p.prompt: zero("add", p.answer)}), [p], k=4, progress=False)
     assert res.pass_at_1 == 0.5 and res.cons_at_k == 0.0
-    assert res.language_mixing_rate == pytest.approx(0.25)  # one CoT of four has 2 Han words of 5
+    assert res.language_mixing_rate == pytest.approx(0.25)  # one CoT of four: 2 Han words of 4
 
 
 def test_generator_output_is_checked():

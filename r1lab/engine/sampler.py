@@ -34,7 +34,7 @@ class RowParams:
         self.filters = any(k > 0 for k in top_k) or any(p < 1.0 for p in top_p) or any(m > 0.0 for m in min_p)
         self.any_greedy = any(t == 0.0 for t in temperature)
 
-    def repeat_interleave(self, k: int) -> "RowParams":
+    def repeat_interleave(self, k: int) -> RowParams:
         """Each row repeated k times (rows of a multi-position verification step)."""
         out = object.__new__(RowParams)
         for name in ("temperature_B", "top_k_B", "top_p_B", "min_p_B"):

@@ -174,12 +174,13 @@ class DeepSeekV3ForCausalLM(nn.Module):
 
     def update_expert_bias(self, gamma: float) -> dict[str, float]:
         """Apply the sign-rule bias update in every MoE layer (call after optimizer.step()); return load stats:
-        the max/mean expert load averaged over layers and its worst layer."""
+        the max/mean expert load averaged over layers, its worst layer, and the per-layer values (MTP last)."""
         stats = [m.update_bias(gamma) for m in self.moe_layers()]
         ratios = [s["load_max_over_mean"] for s in stats if s["tokens"] > 0]
         if not ratios:
-            return {"load_max_over_mean": 0.0, "load_max_over_mean_worst": 0.0}
-        return {"load_max_over_mean": sum(ratios) / len(ratios), "load_max_over_mean_worst": max(ratios)}
+            return {"load_max_over_mean": 0.0, "load_max_over_mean_worst": 0.0, "load_per_layer": []}
+        return {"load_max_over_mean": sum(ratios) / len(ratios), "load_max_over_mean_worst": max(ratios),
+                "load_per_layer": [round(r, 4) for r in ratios]}
 
 
 def positions_from_segments(segments_BT: torch.Tensor | None, input_ids: torch.Tensor) -> torch.Tensor:

@@ -125,37 +125,101 @@ def wrap_function(fn: Callable[..., Sequence[Sequence[Any]]], tokenizer: Any = N
     return generate
 
 
-def engine_generate_fn(llm: Any) -> GenerateFn:
-    """A GenerateFn over our engine's LLM (``r1lab.engine``): one call per sampling setting, n per prompt."""
-    from r1lab.engine.params import SamplingParams  # lazy: the engine is optional for unit tests
+def encode_prompt(tokenizer: Any, prompt: str) -> list[int]:
+    """Prompt ids with exactly one BOS in front (chat-templated prompts already start with it)."""
+    ids = tokenizer.encode(prompt)
+    bos = tokenizer.bos_id
+    return ids if bos is None or ids[:1] == [bos] else [bos, *ids]
 
-    tokenizer = getattr(llm, "tokenizer", None)
 
-    def call(prompts: list[str], sampling: Sampling) -> list[list[Any]]:
-        params = SamplingParams(n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p,
-                                max_tokens=sampling.max_tokens, seed=sampling.seed)
-        outs = llm.generate(prompts, params)
-        return [list(getattr(o, "outputs", o)) for o in outs]
+def sampler_generate_fn(sampler: Any, tokenizer: Any) -> GenerateFn:
+    """A GenerateFn over an ``r1lab.rl.sampler.Sampler`` (engine-backed or the naive cache-free loop)."""
+
+    def call(prompts: list[str], sampling: Sampling) -> list[list[Completion]]:
+        ids = [encode_prompt(tokenizer, p) for p in prompts]
+        rows = sampler.sample(ids, sampling.n, sampling.max_tokens, sampling.temperature, sampling.top_p,
+                              sampling.seed)
+        out = []
+        for row in rows:
+            comps = []
+            for smp in row:
+                toks = [t for t in smp.token_ids if t != tokenizer.eos_id]
+                comps.append(Completion(tokenizer.decode(toks, skip_special_tokens=True), len(smp.token_ids),
+                                        smp.finish_reason))
+            out.append(comps)
+        return out
 
     return wrap_function(call, tokenizer)
 
 
-def load_generator(model_dir: str | Path, tokenizer_dir: str | Path | None = None, device: str = "cpu") -> GenerateFn:
-    """A GenerateFn for a saved model directory, through our engine (which loads our models and HF ones)."""
-    from r1lab.engine import LLM
+def load_model(model_dir: str | Path, device: str = "cpu") -> Any:
+    """Our DeepSeek-V3 model when config.json says deepseek_v3, else any transformers causal LM (Qwen2, Llama)."""
+    import json
 
-    kwargs: dict[str, Any] = {"device": device}
-    if tokenizer_dir is not None:
-        kwargs["tokenizer"] = str(tokenizer_dir)
-    return engine_generate_fn(LLM(str(model_dir), **kwargs))
+    import torch
+
+    cfg = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
+    if cfg.get("model_type") == "deepseek_v3":
+        from r1lab.model import DeepSeekV3ForCausalLM
+
+        model = DeepSeekV3ForCausalLM.from_pretrained(model_dir, device=device)
+    else:
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to(device)
+    return model.eval()
+
+
+def engine_generate_fn(llm: Any, tokenizer: Any) -> GenerateFn:
+    """A GenerateFn over ``r1lab.engine.LLM`` (prompts encoded here, one BOS; n completions per prompt)."""
+    from r1lab.engine.params import SamplingParams
+
+    def call(prompts: list[str], sampling: Sampling) -> list[list[Completion]]:
+        params = SamplingParams(n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p,
+                                max_tokens=sampling.max_tokens, seed=sampling.seed)
+        outs = llm.generate(prompt_token_ids=[encode_prompt(tokenizer, p) for p in prompts], sampling_params=params)
+        return [[Completion(o.text, len(o.token_ids), o.finish_reason) for o in req.outputs] for req in outs]
+
+    return wrap_function(call, tokenizer)
+
+
+def load_generator(model_dir: str | Path, tokenizer_dir: str | Path | None = None, device: str = "cpu",
+                   sampler: str = "auto") -> GenerateFn:
+    """A GenerateFn for a saved model directory (its tokenizer lives next to the weights unless given): our engine
+    (``sampler`` "auto" | "engine"), or the naive cache-free loop of ``r1lab.rl.sampler`` ("naive", or "auto"
+    when the engine cannot take the model)."""
+    from r1lab.data.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer(tokenizer_dir or model_dir)
+    model = load_model(model_dir, device)
+    generate: Any = None
+    if sampler in ("auto", "engine"):
+        try:
+            from r1lab.engine import LLM
+
+            generate = engine_generate_fn(LLM(model, tokenizer=tokenizer, device=device), tokenizer)
+        except Exception as err:  # noqa: BLE001 - "auto" falls back to the naive sampler
+            if sampler == "engine":
+                raise
+            import logging
+
+            logging.getLogger(__name__).warning("engine unavailable for %s (%s); using the naive sampler",
+                                                model_dir, err)
+    if generate is None:
+        from r1lab.rl.sampler import NaiveSampler
+
+        generate = sampler_generate_fn(NaiveSampler(model, tokenizer.eos_id, tokenizer.pad_id), tokenizer)
+    generate.tokenizer = tokenizer  # type: ignore[attr-defined]  # prompt styles need the chat template
+    return generate
 
 
 def as_generate_fn(obj: Any, tokenizer: Any = None) -> GenerateFn:
-    """Accept an engine LLM (has ``.generate``), a model directory, or a function ``(prompts, sampling)``."""
+    """Accept a model directory, an ``r1lab.rl.sampler`` Sampler (with ``tokenizer``), or a function
+    ``(prompts, sampling) -> [[str | Completion | obj with .text]]``."""
     if isinstance(obj, str | Path):
         return load_generator(obj)
-    if hasattr(obj, "generate") and not callable(getattr(obj, "__wrapped_generate__", None)):
-        return engine_generate_fn(obj)
+    if hasattr(obj, "sample") and tokenizer is not None:
+        return sampler_generate_fn(obj, tokenizer)
     if callable(obj):
         return wrap_function(obj, tokenizer)
     raise TypeError(f"cannot generate with {type(obj).__name__}: pass an LLM, a model directory or a function")

@@ -121,10 +121,9 @@ def drop_reason(response: str, completion: Completion, problem: Any, style: str,
 
 
 def sft_row(problem: Any, response: str, style: str) -> dict[str, Any]:
-    """One kept sample as an SFT row: prompt/response plus chat messages and provenance."""
+    """One kept sample as an SFT row (``r1lab.train.sft`` reads prompt/response) plus provenance."""
     return {
         "prompt": problem.prompt, "response": response, "style": style,
-        "messages": [{"role": "user", "content": problem.prompt}, {"role": "assistant", "content": response}],
         "uid": problem.uid, "family": problem.family, "lang": problem.lang, "answer": problem.answer,
     }
 

@@ -9,14 +9,16 @@ Conventions (deliberate, documented):
   else the last untagged fenced block there; else that whole text.
 * ``{"input": ..., "output": ...}``: stdin/stdout; passes if the run exits 0 in time and the output equals the
   expected one line by line after stripping each line and dropping trailing empty lines.
-* ``{"assert": "..."}``: the statement(s) are appended after the program, followed by a print of a random
-  per-run token; passes if the run exits 0 in time and the last output line is that token (so a program that
+* ``{"assert": "..."}``: the statement(s) are appended after the program (a bare expression such as
+  ``"f(2) == 7"`` becomes ``assert (f(2) == 7)``, so it cannot pass vacuously), followed by a print of a
+  random per-run token; passes if the run exits 0 in time and the last output line is that token (so a program that
   calls ``sys.exit(0)`` before the asserts does not pass). Residual hack: a program that reads its own source
   can print the token; the sandbox is about containment, not about a determined reward hacker.
 """
 
 from __future__ import annotations
 
+import ast
 import re
 import secrets
 from collections.abc import Mapping, Sequence
@@ -60,6 +62,19 @@ def _check_tests(tests: Sequence[Mapping[str, str]]) -> None:
             raise ValueError(f"code_reward: tests[{i}] needs 'input'+'output' or 'assert', got {got}")
 
 
+def _assert_source(test: str) -> str:
+    """The test statement(s); a lone expression becomes an assert of it.
+
+    >>> _assert_source("f(2) == 7"), _assert_source("assert f(2) == 7")
+    ('assert (f(2) == 7)', 'assert f(2) == 7')
+    """
+    try:
+        ast.parse(test.strip(), mode="eval")
+    except SyntaxError:
+        return test
+    return f"assert ({test.strip()})"
+
+
 def run_test(program: str, test: Mapping[str, str], *, timeout: float = 5.0, memory_mb: int = 512) -> bool:
     """Whether ``program`` passes one test (stdin/stdout or assert style).
 
@@ -70,7 +85,7 @@ def run_test(program: str, test: Mapping[str, str], *, timeout: float = 5.0, mem
     """
     if "assert" in test:
         token = f"__r1lab_ok_{secrets.token_hex(8)}__"
-        source = f"{program}\n\n{test['assert']}\nprint({token!r})\n"
+        source = f"{program}\n\n{_assert_source(str(test['assert']))}\nprint({token!r})\n"
         res = run_python(source, "", timeout=timeout, memory_mb=memory_mb)
         out = _lines(res.stdout)
         return res.ok and bool(out) and out[-1] == token

@@ -47,7 +47,7 @@ def r1_zero_format_reward(completion: str) -> float:
 
 
 def r1_format_reward(completion: str) -> float:
-    """1.0 for the R1 chat format ``[<think>]\\nreasoning</think>\\n\\nsummary``: one ``</think>``, both parts non-empty.
+    """1.0 for the R1 chat format ``[<think>]\\nreasoning</think>\\n\\nsummary``: one ``</think>``, both non-empty.
 
     >>> r1_format_reward("Let me see: 2+2=4.\\n</think>\\n\\nThe answer is $\\\\boxed{4}$.")
     1.0

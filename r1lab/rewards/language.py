@@ -12,7 +12,8 @@ implementation of that definition, by Unicode script (no model, no dictionary):
 
 Limits (by design of a script count): any Latin-script language (French, German, ...) counts as ``en``; Japanese
 kanji count as ``zh`` and kana as no language, so Japanese is not supported; English "a"/"I" are ignored as if
-they were variables; a hyphenated or apostrophised word counts as its letter runs.
+they were variables; a hyphenated or apostrophised word counts as its letter runs; two currency dollar signs
+("$5 and $6") pair up like a math span and hide the words between them.
 """
 
 from __future__ import annotations

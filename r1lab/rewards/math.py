@@ -16,8 +16,11 @@ Differences to peers, chosen on purpose: last match everywhere (OpenAI's GSM8K `
 strict-match take the first ``####``); we return the box *content* (``last_boxed_only_string`` returns the whole
 ``\\boxed{...}``); an unclosed box is no answer (Hendrycks returns ``None`` too).
 
-Threads: Math-Verify's default timeouts use ``signal.alarm``, which only works in the main thread (elsewhere it
-raises and the comparison silently returns False). ``math_equal`` uses those timeouts in the main thread and
+Reading: Math-Verify's ``parse`` is built for whole responses, so a bare answer (``\\frac12``, ``[2,5)``) is parsed
+inside ``$...$`` while prose, delimited LaTeX and plain numbers are parsed as they are (see ``_reading``).
+
+Threads: Math-Verify's default timeouts use ``signal.alarm``, which only works in the main thread (elsewhere
+``parse`` raises ValueError). ``math_equal`` uses those timeouts in the main thread and
 disables them (``parsing_timeout=None``/``timeout_seconds=None``) in other threads, where the only guard is the
 input length cap ``MAX_CHARS``; run untrusted math from a process pool if you need a hard time limit there.
 """
@@ -41,6 +44,9 @@ _BOX_START = re.compile(r"\\(?:boxed|fbox)\s*\{|\\boxed[ \t]+")
 _GSM8K = re.compile(r"####[ \t]*([^\n]*)")
 _NUMBER = re.compile(r"-?[\d,]*\.?\d+\.?")
 _LATEX_ANCHOR = re.compile(r"\$|\\\(|\\\[|\\boxed|\\fbox")
+_PLAIN_NUMBER = re.compile(r"-?\d[\d.,]*(?: \d{3})*")
+_PROSE = re.compile(r"[A-Za-z]{2,}\s+[A-Za-z]{2,}")
+_COMMAND = re.compile(r"\\[A-Za-z]+")
 
 
 def _boxes(text: str) -> list[str]:
@@ -91,18 +97,31 @@ def _in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
+def _reading(text: str) -> str:
+    """How to hand ``text`` to Math-Verify: ``"text"`` (as is) or ``"latex"`` (inside ``$...$``).
+
+    Math-Verify's ``parse`` is built for whole responses: on a bare string without math delimiters it falls
+    back to the last plain number (``"10, 4, 2"`` -> 2), and bare LaTeX such as ``\\frac12`` does not parse.
+    So a bare answer is read as LaTeX, while these stay as is: strings with delimiters or ``\\boxed``, several
+    lines or > 200 characters, prose (two words in a row), and a single number with separators (Math-Verify's
+    number reader handles ``1 000``, ``1,000``, and the decimal comma ``1,22``).
+    """
+    if _LATEX_ANCHOR.search(text) or "\n" in text.strip() or len(text) > 200:
+        return "text"
+    if _PLAIN_NUMBER.fullmatch(text.strip()) or _PROSE.search(_COMMAND.sub(" ", text)):
+        return "text"
+    return "latex"
+
+
 @functools.lru_cache(maxsize=1024)
 def _parse_cached(text: str, timeout: int | None) -> tuple:
-    """Math-Verify parses of ``text``: the raw text, plus ``$text$`` when it has no LaTeX anchor.
-
-    Bare answers such as ``\\frac12`` or ``[2,5)`` only parse as LaTeX inside math delimiters, while plain
-    prose must stay unwrapped; both readings are kept and ``verify`` accepts if any pair matches.
-    """
+    """Math-Verify parse of ``text`` under ``_reading`` (LaTeX reading falls back to text if it yields nothing)."""
     text = text[-MAX_CHARS:]
-    parsed = list(parse(text, parsing_timeout=timeout))
-    if not _LATEX_ANCHOR.search(text):
-        parsed += parse(f"${text}$", parsing_timeout=timeout)
-    return tuple(parsed)
+    if _reading(text) == "latex":
+        parsed = parse(f"${text}$", parsing_timeout=timeout)
+        if parsed:
+            return tuple(parsed)
+    return tuple(parse(text, parsing_timeout=timeout))
 
 
 def math_equal(pred: str | None, gold: str | None) -> bool:

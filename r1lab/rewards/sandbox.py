@@ -20,9 +20,11 @@ fresh temporary directory that is deleted afterwards. When the caller is root, e
 otherwise unused uid (61000-64999): the program cannot read root-only files or signal the trainer, RLIMIT_NPROC
 counts only this run's processes, and leftovers (daemons that called ``setsid``) are found and killed by uid.
 
-Deliberate limits (documented, tested): not a VM — kernel exploits are out of scope; in ``"rlimits"`` mode a
-non-root caller gets no uid separation, so a hostile program may signal or read the caller's processes; in
-``"unshare"``/``"rlimits"`` modes world-writable directories such as ``/tmp`` are writable. Set the environment
+Deliberate limits (documented, tested): not a VM - kernel exploits are out of scope. In ``"unshare"`` and
+``"rlimits"`` modes the host filesystem is visible (world-readable files can be read, world-writable directories
+such as ``/tmp`` written, ``/bin/sh`` executed). In ``"rlimits"`` mode a NON-root caller gets no uid separation:
+a hostile program may signal or read the caller's processes, and a daemon that calls ``setsid`` escapes cleanup
+(that mode is a last resort, like verl's "not a security sandbox" local fallback). Set the environment
 variable ``R1LAB_SANDBOX`` to ``bwrap``/``unshare``/``rlimits`` to force a mode (error if unavailable).
 """
 
@@ -239,8 +241,24 @@ def _allocate_uid() -> int | None:
     raise RuntimeError("no free sandbox uid (too many concurrent sandboxes)")
 
 
+def _kill_uid(uid: int) -> None:
+    """``kill(-1, SIGKILL)`` run AS ``uid``: the kernel signals every process of that uid in one pass under the
+    task-list lock, so a process that forks and exits while /proc is being scanned cannot slip through."""
+    code = "import os, signal\ntry:\n    os.kill(-1, signal.SIGKILL)\nexcept OSError:\n    pass"
+    subprocess.run([_interpreter(), "-I", "-S", "-c", code], user=uid, group=uid, extra_groups=[], env={},
+                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   timeout=30, check=False)  # fmt: skip
+
+
 def _kill_leftovers(uid: int | None, session: int, grace_s: float = 2.0) -> None:
-    """SIGKILL everything that belongs to the run until nothing is left (or the grace time is over)."""
+    """SIGKILL everything that belongs to the run until nothing is left (or the grace time is over).
+
+    With a private uid, one atomic ``kill(-1)`` as that uid comes first; a /proc scan alone can miss a process
+    forked by a parent that exits between listing /proc and reading the parent's state (seen in testing).
+    Without a uid (non-root ``rlimits`` mode) only the scan by session is possible.
+    """
+    if uid is not None:
+        _kill_uid(uid)
     deadline = time.monotonic() + grace_s
     while True:
         pids = leftover_processes(uid, session)
@@ -255,12 +273,14 @@ def _kill_leftovers(uid: int | None, session: int, grace_s: float = 2.0) -> None
             logger.warning("sandbox: processes %s survived cleanup", pids)
             return
         time.sleep(0.01)
+        if uid is not None:
+            _kill_uid(uid)
 
 
 def _rmtree(path: str) -> None:
     """Delete a directory even if the program chmod-ed things inside it."""
 
-    def fix(func, p, _exc):  # noqa: ANN001 - shutil callback signature
+    def fix(func, p, _exc):  # shutil onerror callback
         try:
             os.chmod(os.path.dirname(p), 0o700)
             os.chmod(p, 0o700)

@@ -124,7 +124,7 @@ class EngineSampler:
                seed: int) -> list[list[Sample]]:
         params = self.engine.SamplingParams(n=n, max_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                                             seed=seed)
-        outputs = self.llm.generate(prompts, params)
+        outputs = self.llm.generate(prompt_token_ids=prompts, sampling_params=params)
         return [[_engine_sample(o) for o in _completions(req, n)] for req in outputs]
 
 

@@ -74,7 +74,7 @@ def wrap_model(model: nn.Module, mode: str, info: DistInfo) -> nn.Module:
         return DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False)
     from torch.distributed.fsdp import fully_shard
 
-    for layer in list(model.model.layers) + list(model.model.mtp):
+    for layer in model.model.layers:  # MTP modules stay in the root unit: mtp_forward calls their submodules directly
         fully_shard(layer)
     fully_shard(model)
     return model
@@ -121,12 +121,42 @@ def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     model = unwrap(model)
     sd = model.state_dict()
     if any(hasattr(v, "full_tensor") for v in sd.values()):
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            get_model_state_dict,
+        )
 
         return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     return sd
 
 
+def is_sharded(model: nn.Module) -> bool:
+    """True for an FSDP2 model (its parameters are DTensors)."""
+    return any(hasattr(p, "full_tensor") for p in unwrap(model).parameters())
+
+
 def optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
-    """Optimizer state for ``training_state.pt``. FSDP2: each rank keeps its own shard's state (saved per rank)."""
-    return optimizer.state_dict()
+    """Optimizer state for ``training_state.pt``: the plain ``state_dict`` (single process, DDP), or for FSDP2 the
+    full (unsharded, CPU, parameter-name keyed) state gathered with ``torch.distributed.checkpoint`` — a collective."""
+    if not is_sharded(model):
+        return optimizer.state_dict()
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        get_optimizer_state_dict,
+    )
+
+    return get_optimizer_state_dict(unwrap(model), optimizer,
+                                    options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def load_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """Inverse of ``optimizer_state`` (FSDP2: every rank passes the full state; each keeps its shard)."""
+    if not is_sharded(model):
+        optimizer.load_state_dict(state)
+        return
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        set_optimizer_state_dict,
+    )
+
+    set_optimizer_state_dict(unwrap(model), optimizer, state, options=StateDictOptions(full_state_dict=True))

@@ -168,9 +168,9 @@ def list_checkpoints(ckpt_root: str | os.PathLike) -> list[Path]:
         return []
     found = []
     for p in root.iterdir():
-        if p.is_dir() and p.name.startswith(STEP_PREFIX) and p.name[len(STEP_PREFIX):].isdigit():
-            if (p / STATE_FILE).is_file():
-                found.append(p)
+        numbered = p.name.startswith(STEP_PREFIX) and p.name[len(STEP_PREFIX):].isdigit()
+        if numbered and (p / STATE_FILE).is_file():
+            found.append(p)
     return sorted(found, key=lambda p: int(p.name[len(STEP_PREFIX):]))
 
 

@@ -17,7 +17,7 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Self, TextIO
 
 import torch
 
@@ -81,7 +81,7 @@ def format_duration(seconds: float) -> str:
     """
     if not math.isfinite(seconds) or seconds < 0:
         return "?"
-    s = int(round(seconds))
+    s = round(seconds)
     h, rem = divmod(s, 3600)
     m, s = divmod(rem, 60)
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
@@ -124,7 +124,7 @@ class MetricsLogger:
         self._fh = None
         if enabled and self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fh = open(self.path, "a", encoding="utf-8")
+            self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - kept open across log calls
         self._echo = echo
 
     def log(self, metrics: dict[str, Any], keys: list[str] | None = None) -> str:
@@ -146,7 +146,7 @@ class MetricsLogger:
             self._fh.close()
             self._fh = None
 
-    def __enter__(self) -> MetricsLogger:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

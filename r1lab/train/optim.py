@@ -85,7 +85,7 @@ def lr_multiplier(step: int, total_steps: int, schedule: str = "cosine", warmup_
         span = max(last - warmup_steps, 1)
         progress = min(max(step - warmup_steps, 0) / span, 1.0)
         return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
-    n_decay = max(int(round(decay_frac * total_steps)), 1)
+    n_decay = max(round(decay_frac * total_steps), 1)
     decay_start = total_steps - n_decay
     if step < decay_start:
         return 1.0
@@ -117,7 +117,7 @@ def gamma_at(step: int, total_steps: int, gamma: float, zero_frac: float) -> flo
     """
     if not 0.0 <= zero_frac <= 1.0:
         raise ValueError(f"gamma_zero_frac must be in [0, 1], got {zero_frac}")
-    return gamma if step < total_steps - int(round(zero_frac * total_steps)) else 0.0
+    return gamma if step < total_steps - round(zero_frac * total_steps) else 0.0
 
 
 def clip_grad_norm(model: nn.Module, max_norm: float) -> float:

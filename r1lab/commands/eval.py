@@ -1,0 +1,57 @@
+"""Evaluate a model as DeepSeek-R1 does: pass@1 averaged over k samples (temperature 0.6, top-p 0.95), cons@k
+(majority vote), greedy accuracy, per task family, mean response tokens and language-mixing rate — on the built-in
+held-out test split and/or local JSONL benchmarks (GSM8K "answer": "… #### 72", MATH "solution" with \\boxed{}).
+
+Examples:
+  r1lab eval --model runs/speedrun/r1/final --template r1
+  r1lab eval --model runs/speedrun/pretrain/model --benchmark gsm8k_test.jsonl --format gsm8k --limit 200
+"""
+
+from __future__ import annotations
+
+NAME = "eval"
+HELP = "pass@1 / cons@k / greedy accuracy of a model on the held-out split or a GSM8K/MATH JSONL file"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--model", required=True, help="model directory (ours or a local HF causal LM)")
+    p.add_argument("--tokenizer", default=None, help="tokenizer directory (default: the model directory)")
+    p.add_argument("--benchmark", default=None, help="local JSONL benchmark instead of the built-in test split")
+    p.add_argument("--format", default="gsm8k", choices=["gsm8k", "math"], help="benchmark row format")
+    p.add_argument("--limit", type=int, default=None, help="first N benchmark rows")
+    p.add_argument("--n-per-family", type=int, default=12, help="built-in test problems per family (default 12)")
+    p.add_argument("--families", nargs="*", default=None, help="task families (default: all)")
+    p.add_argument("--difficulty", type=int, default=1)
+    p.add_argument("--k", type=int, default=4, help="samples per problem (default 4)")
+    p.add_argument("--temperature", type=float, default=0.6)
+    p.add_argument("--top-p", type=float, default=0.95)
+    p.add_argument("--max-tokens", type=int, default=256)
+    p.add_argument("--template", default="r1-zero", choices=["r1-zero", "r1", "plain"], help="prompt style")
+    p.add_argument("--no-greedy", action="store_true", help="skip the greedy pass")
+    p.add_argument("--sampler", default="auto", choices=["auto", "engine", "naive"])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="write the summary JSON here")
+
+
+def main(args) -> int:
+    import json
+
+    from r1lab.pipeline.evaluate import evaluate, load_benchmark
+    from r1lab.pipeline.generation import load_generator
+    from r1lab.tasks import make_split
+
+    if args.benchmark:
+        problems = load_benchmark(args.benchmark, args.format, args.limit)
+    else:
+        problems = make_split("test", args.n_per_family, args.difficulty, args.families, args.seed, strict=False)
+    generate = load_generator(args.model, args.tokenizer, args.device, args.sampler)
+    res = evaluate(generate, problems, k=args.k, temperature=args.temperature, top_p=args.top_p,
+                   max_tokens=args.max_tokens, template=args.template, greedy=not args.no_greedy,
+                   tokenizer=generate.tokenizer, seed=args.seed)
+    print(res.table())
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as fh:
+            json.dump(res.summary(), fh, indent=2)
+        print(f"wrote {args.out}")
+    return 0

@@ -1,0 +1,27 @@
+"""Write report.md, PNG plots and results.json for a run directory (made by ``r1lab speedrun``): pretraining loss,
+RL reward / accuracy / response length per RL stage, expert load, the table by stage and which findings reproduced.
+"""
+
+from __future__ import annotations
+
+NAME = "report"
+HELP = "report.md + plots + results.json for a speedrun run directory"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("run_dir", help="run directory (has run.json)")
+    p.add_argument("--out", default=None, help="output folder (default RUN_DIR/report)")
+
+
+def main(args) -> int:
+    from pathlib import Path
+
+    from r1lab.pipeline.report import write_report
+
+    if not (Path(args.run_dir) / "run.json").exists():
+        print(f"error: {args.run_dir} has no run.json (not a speedrun run directory)")
+        return 2
+    art = write_report(args.run_dir, args.out)
+    for claim, verdict, evidence in art["findings"]:
+        print(f"{verdict:>15}: {claim} ({evidence})")
+    return 0

@@ -1,0 +1,202 @@
+"""Forward passes of DeepSeek-V3 over the latent cache: prefill, (multi-token) decode, MTP draft windows.
+
+- Prefill (V2 report §2.1.2: the naive path for compute-bound prompt processing): the model's own SDPA attention over
+  a right-padded batch of prompts, storing RMSNorm(c_KV) ‖ roped k_pe of every layer into the cache on the way.
+- Decode (the absorbed path, V2 report §2.1.2 "W_UK absorbed into W_Q, W_UV into W_O"): T new tokens per row at
+  per-row positions attend over the latent cache with ``MLA.attend_absorbed`` and the mask "key position ≤ query
+  position". T = 1 is the ordinary decode step; T = k + 1 is the verification step of speculative decoding.
+  All shapes are fixed given (batch bucket, T, kv_len bucket), so the step can be wrapped by
+  ``torch.compile(mode="reduce-overhead")`` (CUDA graphs); that wrapper is selected once at construction and only
+  on CUDA, and any failure to compile falls back to eager with a warning.
+- MTP windows (V3 report §2.2 used as the draft model, §5.4.3): depth j at positions p reads h^{j-1}_p and the token
+  t_{p+j}, runs its module over its own latent cache, stores h^j_p and returns the logits at each row's last position.
+
+Legend: B rows, T new tokens, S key positions, D hidden, V vocab, W window, X latent width (C + R).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+import torch.nn.functional as F
+
+from ..model.transformer import segment_causal_mask
+from .cache import LatentCache, bucket
+
+log = logging.getLogger(__name__)
+
+
+def _positions(start_B: torch.Tensor, t: int) -> torch.Tensor:
+    return start_B[:, None] + torch.arange(t, device=start_B.device)[None]
+
+
+def _decode_mask(pos_BT: torch.Tensor, kv_len: int) -> torch.Tensor:
+    """Bool [B, 1, T, S]: key position ≤ query position."""
+    keys_S = torch.arange(kv_len, device=pos_BT.device)
+    return (keys_S[None, None, None, :] <= pos_BT[:, None, :, None])
+
+
+def cached_block(block, h_BTD, cos, sin, kv_SLX, slots_B, pos_BT, mask_B1TS, kv_len: int, kv_rank: int):
+    """One decoder block (a main layer or an MTP module's block) for new tokens over the latent cache."""
+    attn = block.self_attn
+    x_BTD = block.input_layernorm(h_BTD)
+    q_nope_BHTK, q_pe_BHTR = attn.queries(x_BTD, cos, sin)
+    c_kv_BTC, k_pe_BTR = attn.latents(x_BTD, cos, sin)
+    kv_SLX[slots_B[:, None], pos_BT] = torch.cat([c_kv_BTC, k_pe_BTR], dim=-1).to(kv_SLX.dtype)
+    kv_BSX = kv_SLX[slots_B, :kv_len].to(h_BTD.dtype)
+    h_BTD = h_BTD + attn.attend_absorbed(q_nope_BHTK, q_pe_BHTR, kv_BSX[..., :kv_rank], kv_BSX[..., kv_rank:],
+                                         mask_B1TS)
+    return ffn_decode(block, h_BTD)
+
+
+def ffn_decode(block, h_BTD: torch.Tensor) -> torch.Tensor:
+    """The block's FFN half for decoding: as ``DecoderLayer.ffn`` but without the balance loss, and with a
+    sync-free expert path for few tokens (N·K ≤ E): the chosen experts' weights are gathered and applied with one
+    batched matmul per projection, so the step has no host synchronisation and can be captured in a CUDA graph.
+    More tokens use the model's own grouped path (tokens sorted by expert)."""
+    x_BTD = block.post_attention_layernorm(h_BTD)
+    if not block.is_moe:
+        return h_BTD + block.mlp(x_BTD)
+    moe = block.mlp
+    d = x_BTD.shape[-1]
+    x_ND = x_BTD.reshape(-1, d)
+    weights_NK, experts_NK, _ = moe.gate(x_ND)
+    n, k = experts_NK.shape
+    if n * k <= moe.experts.n_experts:
+        flat = experts_NK.reshape(-1)
+        gate_up_XID = moe.experts.gate_up_proj[flat].to(x_ND.dtype)  # X = N·K (token, expert) pairs
+        down_XDI = moe.experts.down_proj[flat].to(x_ND.dtype)
+        x_XD1 = x_ND.repeat_interleave(k, dim=0)[:, :, None]
+        gate_XI, up_XI = torch.bmm(gate_up_XID, x_XD1).squeeze(-1).chunk(2, dim=-1)
+        y_XD = torch.bmm(down_XDI, (F.silu(gate_XI) * up_XI)[:, :, None]).squeeze(-1)
+        y_ND = (y_XD.view(n, k, d) * weights_NK[..., None].to(y_XD.dtype)).sum(dim=1)
+    else:
+        y_ND = moe.experts(x_ND, weights_NK, experts_NK)
+    if moe.shared_experts is not None:
+        y_ND = y_ND + moe.shared_experts(x_ND)
+    return h_BTD + y_ND.view_as(h_BTD)
+
+
+class DeepSeekRunner:
+    """Runs ``model`` (a DeepSeekV3ForCausalLM, held by reference) against ``cache``."""
+
+    def __init__(self, model, cache: LatentCache, draft_depths: int = 0, compile: bool = False):
+        self.model = model
+        self.cache = cache
+        self.n_layers = model.config.num_hidden_layers
+        self.kv_rank = model.config.kv_lora_rank
+        self.draft_depths = draft_depths
+        self._decode_fn = self._main_forward
+        self.compiled = False
+        if compile and cache.kv_SLX[0].is_cuda:
+            try:
+                import torch._dynamo
+                torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+                for t in cache.kv_SLX + cache.hidden_SLD:  # mutated in place: must keep their addresses in graphs
+                    torch._dynamo.mark_static_address(t)
+                self._decode_fn = torch.compile(self._main_forward, mode="reduce-overhead", dynamic=False)
+                self.compiled = True
+            except Exception as err:  # noqa: BLE001 - any backend problem: stay eager
+                log.warning("torch.compile unavailable (%s); decoding eagerly", err)
+        elif compile:
+            log.info("compile=True ignored off CUDA (CUDA graphs need a GPU)")
+
+    def kv_bucket(self, n: int) -> int:
+        """Keys to attend over for a longest context of n: multiples of 64 eagerly; powers of two (≥ 64) when the
+        step is compiled, so that few CUDA graphs are recorded."""
+        if self.compiled:
+            return min(self.cache.max_len, max(64, 1 << (n - 1).bit_length()))
+        return bucket(n, 64, self.cache.max_len)
+
+    # ------------------------------------------------------------------ prefill (naive path)
+    @torch.no_grad()
+    def prefill(self, prompts: list[list[int]], slots: list[int]) -> torch.Tensor:
+        """Process whole prompts into their slots; returns the logits of each prompt's last token, [B, V]."""
+        m = self.model
+        device = m.lm_head.weight.device
+        lens = [len(p) for p in prompts]
+        t = max(lens)
+        ids_BT = torch.zeros(len(prompts), t, dtype=torch.long, device=device)
+        for i, p in enumerate(prompts):
+            ids_BT[i, : len(p)] = torch.tensor(p, dtype=torch.long)
+        lens_B = torch.tensor(lens, device=device)
+        pos_BT = torch.arange(t, device=device).expand(len(prompts), t)
+        valid_BT = pos_BT < lens_B[:, None]
+        mask_B1TT = segment_causal_mask(valid_BT.long()) if min(lens) < t else None
+        slots_B = torch.tensor(slots, device=device)
+        h_BTD = m.model.embed_tokens(ids_BT)
+        cos, sin = m.model.rotary(pos_BT, h_BTD.dtype)
+        for i, layer in enumerate(m.model.layers):
+            x_BTD = layer.input_layernorm(h_BTD)
+            c_kv_BTC, k_pe_BTR = layer.self_attn.latents(x_BTD, cos, sin)
+            self.cache.write(i, slots_B, pos_BT, torch.cat([c_kv_BTC, k_pe_BTR], dim=-1))
+            h_BTD = h_BTD + layer.self_attn(x_BTD, cos, sin, mask_B1TT)
+            h_BTD = layer.ffn(h_BTD, valid_BT if mask_B1TT is not None else None)[0]
+        if self.draft_depths:
+            self.cache.hidden_SLD[0][slots_B[:, None], pos_BT] = h_BTD.to(self.cache.hidden_SLD[0].dtype)
+            self.cache.tokens_SL[slots_B[:, None], pos_BT] = ids_BT
+        last_BD = h_BTD[torch.arange(len(prompts), device=device), lens_B - 1]
+        return m.lm_head(m.model.norm(last_BD)).float()
+
+    # ------------------------------------------------------------------ decode (absorbed path)
+    def _main_forward(self, tokens_BT: torch.Tensor, start_B: torch.Tensor, slots_B: torch.Tensor, kv_len: int):
+        m = self.model
+        t = tokens_BT.shape[1]
+        pos_BT = _positions(start_B, t)
+        mask_B1TS = _decode_mask(pos_BT, kv_len)
+        h_BTD = m.model.embed_tokens(tokens_BT)
+        cos, sin = m.model.rotary(pos_BT, h_BTD.dtype)
+        for i, layer in enumerate(m.model.layers):
+            h_BTD = cached_block(layer, h_BTD, cos, sin, self.cache.kv_SLX[i], slots_B, pos_BT, mask_B1TS, kv_len,
+                                 self.kv_rank)
+        return m.lm_head(m.model.norm(h_BTD)).float(), h_BTD
+
+    @torch.no_grad()
+    def decode(self, tokens_BT: torch.Tensor, start_B: torch.Tensor, slots_B: torch.Tensor, kv_len: int):
+        """Logits [B, T, V] (fp32) of T new tokens per row placed at positions start..start+T-1.
+
+        With speculative decoding on, also records h^0 (last block output before the norm) and the tokens."""
+        if self.compiled and tokens_BT.shape[1] == 1:
+            try:
+                logits_BTV, h_BTD = self._decode_fn(tokens_BT, start_B, slots_B, kv_len)
+                logits_BTV, h_BTD = logits_BTV.clone(), h_BTD.clone()  # CUDA-graph outputs are reused buffers
+            except Exception as err:  # noqa: BLE001
+                log.warning("compiled decode failed (%s); switching to eager", err)
+                self.compiled = False
+                logits_BTV, h_BTD = self._main_forward(tokens_BT, start_B, slots_B, kv_len)
+        else:
+            logits_BTV, h_BTD = self._main_forward(tokens_BT, start_B, slots_B, kv_len)
+        if self.draft_depths:
+            pos_BT = _positions(start_B, tokens_BT.shape[1])
+            self.cache.hidden_SLD[0][slots_B[:, None], pos_BT] = h_BTD.to(self.cache.hidden_SLD[0].dtype)
+            self.cache.tokens_SL[slots_B[:, None], pos_BT] = tokens_BT
+        return logits_BTV
+
+    # ------------------------------------------------------------------ MTP draft depth over a window of positions
+    @torch.no_grad()
+    def mtp_window(self, depth: int, slots_B: torch.Tensor, start_B: torch.Tensor, count_B: torch.Tensor, w: int,
+                   kv_len: int) -> torch.Tensor:
+        """Run draft depth ``depth`` (1-based) at positions start..start+count-1 of each row (padded to ``w``).
+
+        Inputs: h^{depth-1} from the hidden buffer and tokens t_{p+depth} from the token buffer (which must already
+        hold the drafts of lower depths). Stores h^depth when a deeper depth needs it. Returns the draft logits at
+        each row's last position, [B, V] fp32.
+        """
+        m = self.model
+        mtp = m.model.mtp[min(depth, len(m.model.mtp)) - 1]
+        cache = self.cache
+        limit = cache.max_len - 1
+        pos_BW = _positions(start_B, w).clamp_max(limit)
+        tok_BW = cache.tokens_SL[slots_B[:, None], (pos_BW + depth).clamp_max(limit)]
+        h_prev_BWD = cache.hidden_SLD[depth - 1][slots_B[:, None], pos_BW].to(m.lm_head.weight.dtype)
+        emb_BWD = m.model.embed_tokens(tok_BW)
+        x_BWD = mtp.eh_proj(torch.cat([mtp.enorm(emb_BWD), mtp.hnorm(h_prev_BWD)], dim=-1))
+        cos, sin = m.model.rotary(pos_BW, x_BWD.dtype)
+        mask_B1WS = _decode_mask(pos_BW, kv_len)
+        h_BWD = cached_block(mtp, x_BWD, cos, sin, cache.kv_SLX[self.n_layers + depth - 1], slots_B, pos_BW,
+                             mask_B1WS, kv_len, self.kv_rank)
+        if depth < self.draft_depths:
+            cache.hidden_SLD[depth][slots_B[:, None], pos_BW] = h_BWD.to(cache.hidden_SLD[depth].dtype)
+        last_BD = h_BWD[torch.arange(h_BWD.shape[0], device=h_BWD.device), count_B - 1]
+        return m.lm_head(mtp.shared_head.norm(last_BD)).float()

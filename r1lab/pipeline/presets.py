@@ -1,0 +1,79 @@
+"""Size presets for the recipes: ``tiny`` (tests, every stage a handful of steps), ``cpu`` (the speedrun budget on
+2 CPU cores, ≤ ~20 minutes end to end), ``gpu`` (one GPU, a bigger model and longer stages).
+
+Keys: ``"kind:<kind>"`` applies to every stage of that kind, ``"<stage name>"`` to one stage (applied after the
+kind's entry). Values are fields of the stage kind's config dataclass (see ``recipes.KINDS``); ``recipes.resolve``
+rejects entries naming no known stage or kind, ``recipes.validate`` unknown fields.
+
+Budget of the cpu preset (seconds on the 2-core reference machine, approximate): tokenizer 10, pretrain ~400,
+student-base ~90, each GRPO stage 60–120, each SFT 30–60, each sampling stage ~30, each eval ~30.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+ALL = ["arithmetic", "countdown", "equations", "word", "arithmetic_zh", "word_zh"]
+EN_ZH = ["arithmetic", "word", "arithmetic_zh", "word_zh"]
+
+_TINY: dict[str, dict[str, Any]] = {
+    "kind:tokenizer": {"n_per_family": 40, "levels": [1], "vocab_size": 300},
+    "kind:pretrain": {"preset": "tiny", "steps": 6, "seq_len": 128, "micro_batch": 4, "warmup_steps": 1,
+                      "eval_every": 0, "ckpt_every": 2, "exact_match": 0, "corpus_n_per_family": 40,
+                      "model_overrides": {"max_position_embeddings": 1024}},
+    "kind:grpo": {"preset": "tiny", "steps": 3, "prompts_per_step": 2, "group_size": 2, "max_new_tokens": 12,
+                  "eval_every": 0, "save_every": 1, "n_train_per_family": 8, "eval_n_per_family": 2,
+                  "families": ["arithmetic", "word"], "log_samples": 1},
+    "kind:sft": {"epochs": 1, "max_steps": 3, "micro_batch": 4, "seq_len": 128, "save_every": 1},
+    "kind:eval": {"n_per_family": 1, "k": 2, "max_tokens": 12, "families": ["arithmetic", "word_zh"]},
+    "kind:cold_start": {"n_per_family": 1, "k": 2, "max_tokens": 12, "max_response_tokens": 12,
+                        "n_worked_per_family": 2},
+    "kind:reject": {"n_per_family": 1, "k": 2, "max_tokens": 12, "max_response_tokens": 12, "min_rows": 8,
+                    "n_non_reasoning": 4},
+    "kind:reward_model": {"steps": 4, "n_pairs": 8, "batch_size": 4, "max_len": 96},
+    "kind:hf_model": {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1,
+                      "intermediate_size": 64, "max_position_embeddings": 256},
+    "student-base": {"steps": 4},
+    "r1-reasoning-rl": {"families": ["arithmetic", "arithmetic_zh"]},
+    "r1": {"families": ["arithmetic", "arithmetic_zh"]},
+}
+
+_CPU: dict[str, dict[str, Any]] = {
+    "kind:tokenizer": {"n_per_family": 1500, "levels": [1, 2], "vocab_size": 2048},
+    "kind:pretrain": {"preset": "cpu-demo", "steps": 600, "ckpt_every": 100, "eval_every": 200, "exact_match": 0},
+    "kind:grpo": {"steps": 15, "prompts_per_step": 8, "group_size": 4, "max_new_tokens": 128, "eval_every": 0,
+                  "save_every": 3, "families": ALL, "n_train_per_family": 300, "lr": 2e-4, "log_samples": 2},
+    "kind:sft": {"epochs": 2, "micro_batch": 16, "seq_len": 384, "save_every": 25, "eval_every": 25,
+                 "warmup_steps": 3},
+    "kind:eval": {"n_per_family": 12, "k": 4, "max_tokens": 128},
+    "kind:cold_start": {"n_per_family": 12, "k": 4, "max_tokens": 128, "max_response_tokens": 120,
+                        "n_worked_per_family": 50},
+    "kind:reject": {"n_per_family": 16, "k": 4, "max_tokens": 128, "max_response_tokens": 120, "min_rows": 200,
+                    "n_non_reasoning": 30},
+    "kind:reward_model": {"steps": 40, "n_pairs": 256, "batch_size": 16, "max_len": 192},
+    "student-base": {"steps": 250, "model_overrides": {"n_routed_experts": 0, "num_nextn_predict_layers": 0}},
+    "r1-reasoning-rl": {"families": EN_ZH},
+    "r1": {"families": EN_ZH, "steps": 10},
+}
+
+_GPU: dict[str, dict[str, Any]] = {
+    "kind:tokenizer": {"n_per_family": 4000, "levels": [1, 2, 3], "vocab_size": 4096},
+    "kind:pretrain": {"preset": "gpu-small", "steps": 3000, "ckpt_every": 500, "eval_every": 500, "micro_batch": 32,
+                      "seq_len": 512, "exact_match": 0},
+    "kind:grpo": {"steps": 100, "prompts_per_step": 32, "group_size": 8, "max_new_tokens": 256, "eval_every": 20,
+                  "save_every": 20, "families": ALL},
+    "kind:sft": {"epochs": 2, "micro_batch": 32, "seq_len": 512, "save_every": 200},
+    "kind:eval": {"n_per_family": 50, "k": 8, "max_tokens": 256},
+    "kind:cold_start": {"n_per_family": 100, "k": 8, "max_tokens": 256, "max_response_tokens": 240,
+                        "n_worked_per_family": 300},
+    "kind:reject": {"n_per_family": 200, "k": 8, "max_tokens": 256, "max_response_tokens": 240, "min_rows": 1000,
+                    "n_non_reasoning": 300},
+    "kind:reward_model": {"steps": 300, "n_pairs": 2048, "batch_size": 32, "max_len": 384},
+    "student-base": {"steps": 1000, "model_overrides": {"n_routed_experts": 0, "num_nextn_predict_layers": 0}},
+    "r1-reasoning-rl": {"families": EN_ZH},
+    "r1": {"families": EN_ZH},
+    "kind:hf_model": {"hidden_size": 384, "num_hidden_layers": 6, "num_attention_heads": 6, "num_key_value_heads": 2,
+                      "intermediate_size": 1024, "max_position_embeddings": 1024},
+}
+
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {"tiny": _TINY, "cpu": _CPU, "gpu": _GPU}

@@ -1,0 +1,232 @@
+"""Recipes: the DeepSeek-R1 training pipelines as a registry of stages with their configs, and presets that size them.
+
+Idea (arXiv 2501.12948): R1-Zero (§2.2) = base model → GRPO with rule rewards. R1 (§2.3) = cold-start SFT →
+reasoning-oriented RL with a language-consistency reward → rejection sampling + non-reasoning data → SFT starting
+again from the *base* model → RL for all scenarios with rule + model rewards. Distillation (§2.4) = SFT of dense
+students on the teacher's samples, compared (§4.1) with the same student trained by RL alone.
+
+A recipe is an ordered tuple of ``StageSpec`` (name = its folder in the run directory, kind = what runs it, config =
+fields of the kind's config dataclass, inputs = role → earlier stage). ``resolve(recipe, preset)`` merges
+preset overrides (per kind ``"kind:grpo"`` and per stage name) into the configs; ``validate`` checks every kind,
+field and input *before anything runs* and raises ``RecipeError`` naming the stage and the field. Fields a stage
+wires itself (out_dir, model_dir, tokenizer, resume, ...) may not be set by a recipe.
+
+Presets: ``tiny`` (tests: every stage for a handful of steps), ``cpu`` (the ≤ 20-minute speedrun on 2 cores),
+``gpu`` (larger model and budgets for one GPU).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class RecipeError(ValueError):
+    """A recipe or preset that cannot run; the message names the recipe, stage and field."""
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One stage: its run-dir folder name, its kind, its config fields and its inputs (role → earlier stage)."""
+
+    name: str
+    kind: str
+    config: Mapping[str, Any] = field(default_factory=dict)
+    inputs: Mapping[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "config": dict(self.config), "inputs": dict(self.inputs)}
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A kind of stage: where its config dataclass lives, which input roles it takes (required / optional) and the
+    config fields it wires itself."""
+
+    config: str  # "module:Class"
+    required: tuple[str, ...] = ()
+    optional: tuple[str, ...] = ()
+    wired: tuple[str, ...] = ()
+
+    def config_cls(self) -> type:
+        module, _, name = self.config.partition(":")
+        return getattr(importlib.import_module(module), name)
+
+
+_TRAIN_WIRED = ("out_dir", "model_dir", "tokenizer", "resume", "progress")
+KINDS: dict[str, Kind] = {
+    "tokenizer": Kind("r1lab.pipeline.stages:TokenizerStage"),
+    "pretrain": Kind("r1lab.train.pretrain:PretrainConfig", required=("tokenizer",), optional=("model",),
+                     wired=(*_TRAIN_WIRED, "corpus")),
+    "sft": Kind("r1lab.train.sft:SFTConfig", required=("model", "data"),
+                wired=("out_dir", "model", "tokenizer", "resume", "data")),
+    "grpo": Kind("r1lab.rl.grpo:GRPOConfig", required=("model",), optional=("reward_model",),
+                 wired=("out_dir", "model", "tokenizer", "resume")),
+    "eval": Kind("r1lab.pipeline.stages:EvalStage", required=("model",)),
+    "cold_start": Kind("r1lab.pipeline.stages:ColdStartStage", required=("model",)),
+    "reject": Kind("r1lab.pipeline.stages:RejectStage", required=("model",)),
+    "reward_model": Kind("r1lab.pipeline.reward_model:RewardModelStage", required=("model", "data")),
+    "hf_model": Kind("r1lab.pipeline.stages:HFModelStage", required=("tokenizer",)),
+    "report": Kind("r1lab.pipeline.stages:ReportStage"),
+}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    description: str
+    stages: tuple[StageSpec, ...]
+
+    def stage(self, name: str) -> StageSpec:
+        for s in self.stages:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+
+# ------------------------------------------------------------------------------------------------ the recipes
+S = StageSpec
+MODEL_REWARD = "r1lab.pipeline.reward_model:model_reward"  # GRPO user reward; reads the RM dir from the environment
+ALL_FAMILIES = ["arithmetic", "countdown", "equations", "word", "arithmetic_zh", "word_zh"]
+ZERO_REWARDS = {"reward_weights": {"accuracy": 1.0, "format": 0.2}, "template": "r1-zero"}
+BASE = (
+    S("tokenizer", "tokenizer"),
+    S("pretrain", "pretrain", {}, {"tokenizer": "tokenizer"}),
+    S("eval-base", "eval", {"template": "r1-zero"}, {"model": "pretrain"}),
+)
+R1_ZERO = (
+    S("r1-zero", "grpo", dict(ZERO_REWARDS), {"model": "pretrain"}),
+    S("eval-r1-zero", "eval", {"template": "r1-zero"}, {"model": "r1-zero"}),
+)
+R1 = (
+    S("cold-start-data", "cold_start", {}, {"model": "r1-zero"}),
+    S("r1-cold-sft", "sft", {}, {"model": "pretrain", "data": "cold-start-data"}),
+    S("r1-reasoning-rl", "grpo", {"reward_weights": {"accuracy": 1.0, "format": 0.2, "language": 0.2},
+                                  "template": "r1"}, {"model": "r1-cold-sft"}),
+    S("r1-reject", "reject", {"template": "r1", "non_reasoning": True}, {"model": "r1-reasoning-rl"}),
+    S("r1-sft", "sft", {}, {"model": "pretrain", "data": "r1-reject"}),  # from the BASE model (§2.3.3)
+    S("reward-model", "reward_model", {}, {"model": "pretrain", "data": "r1-reject"}),
+    S("r1", "grpo", {"reward_weights": {"accuracy": 1.0, "format": 0.2, "language": 0.2, MODEL_REWARD: 0.2},
+                     "template": "r1"}, {"model": "r1-sft", "reward_model": "reward-model"}),
+    S("eval-r1", "eval", {"template": "r1"}, {"model": "r1"}),
+)
+DISTILL = (
+    S("distill-data", "reject", {"template": "r1", "non_reasoning": False}, {"model": "r1"}),
+    S("student-base", "pretrain", {"model_overrides": {"n_routed_experts": 0, "num_nextn_predict_layers": 0}},
+      {"tokenizer": "tokenizer"}),  # a dense student (no routed experts, no MTP), same data as the base
+    S("distill-student", "sft", {}, {"model": "student-base", "data": "distill-data"}),
+    S("eval-distill-student", "eval", {"template": "r1"}, {"model": "distill-student"}),
+    S("rl-only-student", "grpo", dict(ZERO_REWARDS), {"model": "student-base"}),
+    S("eval-rl-only-student", "eval", {"template": "r1-zero"}, {"model": "rl-only-student"}),
+    S("qwen2-student", "hf_model", {"architecture": "qwen2"}, {"tokenizer": "tokenizer"}),
+    S("distill-qwen2", "sft", {}, {"model": "qwen2-student", "data": "distill-data"}),
+    S("eval-distill-qwen2", "eval", {"template": "r1"}, {"model": "distill-qwen2"}),
+)
+REPORT = (S("report", "report"),)
+
+RECIPES: dict[str, Recipe] = {
+    "r1-zero": Recipe("r1-zero", "base → GRPO with rule rewards (accuracy + format)", BASE + R1_ZERO),
+    "r1": Recipe("r1", "cold-start SFT → reasoning RL → rejection sampling → SFT from base → RL all scenarios",
+                 BASE + R1_ZERO + R1),
+    "distill": Recipe("distill", "R1 teacher samples → SFT of dense students (ours and Qwen2), vs RL alone",
+                      BASE + R1_ZERO + R1 + DISTILL),
+    "speedrun": Recipe("speedrun", "every stage: base, R1-Zero, R1, distillation, evaluation and the report",
+                       BASE + R1_ZERO + R1 + DISTILL + REPORT),
+}
+
+# Stage-name → results.json stage name (the eval stage that measures it).
+REPORTED = {"eval-base": "base", "eval-r1-zero": "r1-zero", "eval-r1": "r1", "eval-distill-student": "distill-student",
+            "eval-rl-only-student": "rl-only-student", "eval-distill-qwen2": "distill-qwen2"}
+
+
+def recipe_names() -> list[str]:
+    return sorted(RECIPES)
+
+
+def get_recipe(name: str) -> Recipe:
+    try:
+        return RECIPES[name]
+    except KeyError:
+        raise RecipeError(f"unknown recipe {name!r}; known: {', '.join(recipe_names())}") from None
+
+
+# ------------------------------------------------------------------------------------------------ resolution
+def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else v
+    return out
+
+
+def resolve(recipe: Recipe, preset: str) -> Recipe:
+    """The recipe with the preset's overrides merged in: ``"kind:<kind>"`` entries, then ``"<stage name>"`` ones.
+
+    A preset entry naming a stage or kind the registry does not know is an error (it would silently do nothing).
+    """
+    from r1lab.pipeline.presets import PRESETS
+
+    if preset not in PRESETS:
+        raise RecipeError(f"unknown preset {preset!r}; known: {', '.join(sorted(PRESETS))}")
+    table = PRESETS[preset]
+    all_names = {s.name for r in RECIPES.values() for s in r.stages}
+    for key in table:
+        kind = key.removeprefix("kind:")
+        if (key.startswith("kind:") and kind not in KINDS) or (not key.startswith("kind:") and key not in all_names):
+            raise RecipeError(f"preset {preset!r}: entry {key!r} names no known stage or kind")
+    stages = []
+    for s in recipe.stages:
+        cfg = _merge(table.get(f"kind:{s.kind}", {}), s.config)
+        cfg = _merge(cfg, table.get(s.name, {}))
+        stages.append(dataclasses.replace(s, config=cfg))
+    return dataclasses.replace(recipe, stages=tuple(stages))
+
+
+def validate(recipe: Recipe) -> None:
+    """Every stage's kind exists and is importable, every config field exists and is not wired, every input names
+    an earlier stage; stage names are unique. Raises RecipeError naming the first problem."""
+    seen: set[str] = set()
+    for s in recipe.stages:
+        where = f"recipe {recipe.name!r}, stage {s.name!r}"
+        if s.name in seen:
+            raise RecipeError(f"{where}: duplicate stage name")
+        if s.kind not in KINDS:
+            raise RecipeError(f"{where}: unknown stage kind {s.kind!r}; known: {', '.join(sorted(KINDS))}")
+        kind = KINDS[s.kind]
+        try:
+            cls = kind.config_cls()
+        except (ImportError, AttributeError) as err:
+            raise RecipeError(f"{where}: kind {s.kind!r} needs {kind.config}, which is not available ({err})") from None
+        names = {f.name for f in dataclasses.fields(cls)}
+        for key in s.config:
+            if key not in names:
+                raise RecipeError(f"{where}: unknown field {key!r} for {cls.__name__}; valid: {', '.join(sorted(names))}")
+            if key in kind.wired:
+                raise RecipeError(f"{where}: field {key!r} is set by the pipeline (wired: {', '.join(kind.wired)})")
+        for role, src in s.inputs.items():
+            if role not in kind.required + kind.optional:
+                raise RecipeError(f"{where}: unknown input {role!r} for kind {s.kind!r}; takes "
+                                  f"{', '.join(kind.required + kind.optional) or 'none'}")
+            if src not in seen:
+                raise RecipeError(f"{where}: input {role!r} names {src!r}, which is not an earlier stage")
+        for role in kind.required:
+            if role not in s.inputs:
+                raise RecipeError(f"{where}: kind {s.kind!r} needs input {role!r}")
+        seen.add(s.name)
+
+
+def config_hash(recipe: Recipe) -> str:
+    """A short hash of the resolved stages (names, kinds, configs, inputs)."""
+    blob = json.dumps([s.to_dict() for s in recipe.stages], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def prepare(name: str, preset: str) -> Recipe:
+    """get_recipe + resolve + validate: the recipe ready to run, or a RecipeError before anything runs."""
+    recipe = resolve(get_recipe(name), preset)
+    validate(recipe)
+    return recipe

@@ -1,0 +1,223 @@
+"""The run report: report.md, PNG plots and results.json, from a run directory's DONE records and metric logs.
+
+Idea: the R1 paper's figures and tables, reproduced for our run — pretraining loss; the R1-Zero training curves
+(arXiv 2501.12948 Fig. 2 accuracy and Fig. 3 response length over RL steps) for every RL stage; expert load
+(DeepSeek-V3 §2.1.2 auxiliary-loss-free balancing); and a table by stage (Table 2/5 style) with pass@1, cons@k,
+language mixing, mean response length and wall time. The report states which of the papers' findings reproduced:
+
+1. R1-Zero gains ≥ 25 points pass@1 over the base (paper: AIME 15.6 → 71.0);
+2. cons@k ≥ pass@1 (paper: 86.7 vs 71.0);
+3. R1 ≥ R1-Zero in pass@1;
+4. R1 mixes languages less than R1-Zero (the point of the language-consistency reward);
+5. the distilled student beats the same student trained by RL alone (paper §4.1: 72.6 vs 47.0).
+
+A finding whose stages did not run is "not measured". Nothing here changes how stages are evaluated.
+
+``wall_seconds`` of a stage row = the wall time of every non-eval stage its model depends on (transitively),
+i.e. the cost of producing that model from scratch in this run.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from r1lab.pipeline.recipes import REPORTED
+from r1lab.pipeline.rundir import RUN_JSON, read_done, write_json_atomic
+
+RESULT_KEYS = ("name", "model", "pass@1", "cons@k", "k", "mean_response_tokens", "language_mixing_rate",
+               "wall_seconds")
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def lineage(stage: str, stages: dict[str, dict[str, Any]]) -> list[str]:
+    """``stage`` and every stage it depends on (transitively), in recipe order.
+
+    >>> st = {"a": {"inputs": {}}, "b": {"inputs": {"m": "a"}}, "c": {"inputs": {"m": "b"}}, "d": {"inputs": {}}}
+    >>> lineage("c", st)
+    ['a', 'b', 'c']
+    """
+    seen: set[str] = set()
+    todo = [stage]
+    while todo:
+        s = todo.pop()
+        if s in seen or s not in stages:
+            continue
+        seen.add(s)
+        todo += list(stages[s].get("inputs", {}).values())
+    return [s for s in stages if s in seen]
+
+
+def collect(run_dir: str | Path) -> dict[str, Any]:
+    """run.json, every stage's DONE record and the results rows."""
+    run_dir = Path(run_dir)
+    run = json.loads((run_dir / RUN_JSON).read_text(encoding="utf-8"))
+    specs = {s["name"]: s for s in run["stages"]}
+    done = {name: rec for name in specs if (rec := read_done(run_dir / name)) is not None}
+    rows = []
+    for eval_stage, label in REPORTED.items():
+        rec = done.get(eval_stage)
+        if rec is None:
+            continue
+        art = rec["artifacts"]
+        model_stage = specs[eval_stage]["inputs"]["model"]
+        cost = sum(done[s]["wall_seconds"] for s in lineage(model_stage, specs)
+                   if s in done and specs[s]["kind"] != "eval")
+        rows.append({"name": label, "model": str(art.get("model_dir", "")), "pass@1": float(art["pass@1"]),
+                     "cons@k": float(art["cons@k"]), "k": int(art["k"]),
+                     "mean_response_tokens": float(art["mean_response_tokens"]),
+                     "language_mixing_rate": float(art["language_mixing_rate"]), "wall_seconds": float(cost)})
+    return {"run": run, "specs": specs, "done": done, "rows": rows}
+
+
+def results_json(preset: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The results.json object: exactly {"preset", "stages": [{RESULT_KEYS}]}.
+
+    >>> r = results_json("cpu", [{"name": "base", "model": "m", "pass@1": 0.1, "cons@k": 0.2, "k": 4,
+    ...                           "mean_response_tokens": 9.0, "language_mixing_rate": 0.0, "wall_seconds": 1.0}])
+    >>> sorted(r), list(r["stages"][0]) == list(RESULT_KEYS)
+    (['preset', 'stages'], True)
+    """
+    return {"preset": str(preset), "stages": [{k: row[k] for k in RESULT_KEYS} for row in rows]}
+
+
+def findings(rows: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    """(claim, verdict "reproduced" | "not reproduced" | "not measured", evidence) for the five findings."""
+    by = {r["name"]: r for r in rows}
+
+    def get(name: str, key: str) -> float | None:
+        return by[name][key] if name in by else None
+
+    def verdict(ok: bool | None) -> str:
+        return "not measured" if ok is None else ("reproduced" if ok else "not reproduced")
+
+    out = []
+    b, z = get("base", "pass@1"), get("r1-zero", "pass@1")
+    ok = None if b is None or z is None else z >= b + 0.25
+    out.append(("R1-Zero pass@1 ≥ base + 25 points", verdict(ok), f"base {b}, r1-zero {z}"))
+    pairs = [(r["name"], r["pass@1"], r["cons@k"]) for r in rows if r["name"] in ("r1-zero", "r1")]
+    ok = None if not pairs else all(c >= p for _, p, c in pairs)
+    out.append(("cons@k ≥ pass@1 (r1-zero, r1)", verdict(ok),
+                ", ".join(f"{n}: pass@1 {p:.3f}, cons@k {c:.3f}" for n, p, c in pairs) or "-"))
+    r = get("r1", "pass@1")
+    ok = None if r is None or z is None else r >= z
+    out.append(("R1 pass@1 ≥ R1-Zero pass@1", verdict(ok), f"r1 {r}, r1-zero {z}"))
+    rm, zm = get("r1", "language_mixing_rate"), get("r1-zero", "language_mixing_rate")
+    ok = None if rm is None or zm is None else rm < zm
+    out.append(("R1 language mixing < R1-Zero's", verdict(ok), f"r1 {rm}, r1-zero {zm}"))
+    d, o = get("distill-student", "pass@1"), get("rl-only-student", "pass@1")
+    ok = None if d is None or o is None else d > o
+    out.append(("distilled student > RL-only student (pass@1)", verdict(ok), f"distill {d}, rl-only {o}"))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ plots
+def _plot_series(path: Path, title: str, series: list[tuple[str, list[float], list[float]]], xlabel: str,
+                 ncols: int = 1) -> Path | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series = [s for s in series if s[1]]
+    if not series:
+        return None
+    n = len(series) if ncols > 1 else 1
+    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.2), squeeze=False)
+    for i, (label, xs, ys) in enumerate(series):
+        ax = axes[0][i if ncols > 1 else 0]
+        ax.plot(xs, ys, label=label)
+        ax.set_xlabel(xlabel)
+        ax.set_title(label if ncols > 1 else title, fontsize=9)
+        ax.grid(alpha=0.3)
+    if ncols == 1:
+        axes[0][0].legend(fontsize=8)
+    fig.suptitle(title, fontsize=10) if ncols > 1 else None
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _xy(rows: list[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
+    pts = [(r["step"], r[key]) for r in rows if key in r and r.get(key) is not None and "step" in r]
+    return [p[0] for p in pts], [p[1] for p in pts]
+
+
+def make_plots(run_dir: Path, out_dir: Path, specs: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """PNG plots; returns name → file name (relative to out_dir)."""
+    plots: dict[str, str] = {}
+    pre = _read_jsonl(run_dir / "pretrain" / "metrics.jsonl")
+    if (p := _plot_series(out_dir / "pretrain_loss.png", "pretraining loss",
+                          [("loss", *_xy(pre, "loss")), ("mtp", *_xy(pre, "mtp"))], "step")):
+        plots["pretraining loss"] = p.name
+    if (p := _plot_series(out_dir / "expert_load.png", "expert load (max / mean tokens per expert)",
+                          [("load", *_xy(pre, "load")), ("load_worst", *_xy(pre, "load_worst"))], "step")):
+        plots["expert load"] = p.name
+    for name, spec in specs.items():
+        if spec["kind"] != "grpo":
+            continue
+        rows = _read_jsonl(run_dir / name / "metrics.jsonl")
+        series = [("reward", *_xy(rows, "reward")), ("accuracy (train batch)", *_xy(rows, "accuracy")),
+                  ("mean response length", *_xy(rows, "response_len_mean"))]
+        if (p := _plot_series(out_dir / f"rl_{name}.png", f"RL stage {name}", series, "RL step", ncols=3)):
+            plots[f"RL: {name}"] = p.name
+    return plots
+
+
+# ------------------------------------------------------------------------------------------------ markdown
+def _fmt(x: Any, digits: int = 3) -> str:
+    return "-" if x is None else (f"{x:.{digits}f}" if isinstance(x, float) else str(x))
+
+
+def render_markdown(data: dict[str, Any], plots: dict[str, str], note: str = "") -> str:
+    run, done, rows = data["run"], data["done"], data["rows"]
+    lines = [f"# r1lab run report — recipe `{run['recipe']}`, preset `{run['preset']}`", "",
+             f"Config hash `{run['config_hash']}`. {note}".rstrip(), "", "## Results by stage", "",
+             "| stage | pass@1 | cons@k | k | language mixing | mean response tokens | wall s (model lineage) |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['name']} | {r['pass@1']:.3f} | {r['cons@k']:.3f} | {r['k']} | "
+                     f"{r['language_mixing_rate']:.3f} | {r['mean_response_tokens']:.1f} | {r['wall_seconds']:.0f} |")
+    lines += ["", "## Did the papers' findings reproduce?", "", "| finding | verdict | evidence |", "|---|---|---|"]
+    for claim, verdict, evidence in findings(rows):
+        lines.append(f"| {claim} | **{verdict}** | {evidence} |")
+    lines += ["", "Verdicts come from the evaluation above as run; nothing was tuned to make them pass. Tiny models, "
+              "few RL steps and ~100 test problems make these numbers noisy (k samples per problem, temperature 0.6).",
+              "", "## Stages", "", "| stage | kind | wall s | notes |", "|---|---|---|---|"]
+    for name, spec in data["specs"].items():
+        rec = done.get(name)
+        art = rec["artifacts"] if rec else {}
+        notes = ", ".join(f"{k}={_fmt(v)}" for k, v in art.items()
+                          if isinstance(v, int | float) and not isinstance(v, bool))[:160]
+        lines.append(f"| {name} | {spec['kind']} | {_fmt(rec['wall_seconds'], 1) if rec else 'not done'} | {notes} |")
+    total = sum(r["wall_seconds"] for r in done.values())
+    lines += ["", f"Total wall time of finished stages: {total:.0f} s.", "", "## Plots", ""]
+    for title, file in plots.items():
+        lines += [f"### {title}", "", f"![{title}]({file})", ""]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(run_dir: str | Path, out_dir: str | Path | None = None, note: str = "") -> dict[str, Any]:
+    """Write report.md, *.png and results.json into ``out_dir`` (default run_dir/report); also copy results.json
+    to the run directory root. Returns the artifact paths and the findings."""
+    run_dir = Path(run_dir)
+    out = Path(out_dir) if out_dir else run_dir / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    data = collect(run_dir)
+    plots = make_plots(run_dir, out, data["specs"])
+    results = results_json(data["run"]["preset"], data["rows"])
+    write_json_atomic(out / "results.json", results)
+    write_json_atomic(run_dir / "results.json", results)
+    (out / "report.md").write_text(render_markdown(data, plots, note), encoding="utf-8")
+    print(f"report: {out / 'report.md'} ({len(plots)} plots, {len(data['rows'])} evaluated stages)", flush=True)
+    return {"report": str(out / "report.md"), "results": str(out / "results.json"), "plots": sorted(plots.values()),
+            "findings": [list(f) for f in findings(data["rows"])]}
+
+

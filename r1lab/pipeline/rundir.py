@@ -1,0 +1,193 @@
+"""The run directory as a resumable state machine: one folder per stage, a DONE marker written last, run.json.
+
+Idea: the layout habit "stages talk through files in the run directory, so each can be rerun, resumed or replaced
+alone" (nanochat / torchtitan style). Protocol:
+
+- ``run_dir/run.json`` records the recipe name, preset, config hash and resolved stages. Running a different recipe
+  or preset (or changed configs) in an existing run directory is refused with what differs (``RunDirMismatch``).
+- Stage ``s`` writes everything into ``run_dir/s/``; when it finishes, ``run_dir/s/DONE`` (JSON: wall seconds,
+  finish time, artifacts) is written last, atomically. A stage with DONE is skipped on rerun.
+- A stage without DONE is (re)started with ``resume=True``: trainers continue from their last checkpoint in the
+  stage folder; cheap stages simply redo their work. Wall time accumulates across attempts: ``run_dir/s/WALL``
+  holds the seconds spent so far, refreshed every few seconds by a background thread while the stage runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from r1lab.pipeline.recipes import Recipe, config_hash
+
+DONE = "DONE"
+WALL = "WALL"
+RUN_JSON = "run.json"
+
+
+class RunDirMismatch(ValueError):
+    """The run directory was made by another recipe / preset / config; the message says what differs."""
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON via a temp file in the same folder and an atomic rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=2, default=str)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def describe_mismatch(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Human-readable differences between two run.json records."""
+    diffs = [f"{key}: run dir has {saved.get(key)!r}, asked for {current.get(key)!r}"
+             for key in ("recipe", "preset") if saved.get(key) != current.get(key)]
+    old = {s["name"]: s for s in saved.get("stages", [])}
+    new = {s["name"]: s for s in current.get("stages", [])}
+    for name in [n for n in new if n not in old]:
+        diffs.append(f"stage {name!r}: not in the run dir")
+    for name in [n for n in old if n not in new]:
+        diffs.append(f"stage {name!r}: in the run dir but not asked for")
+    for name in [n for n in new if n in old]:
+        a, b = old[name], new[name]
+        for part in ("kind", "inputs"):
+            if a.get(part) != b.get(part):
+                diffs.append(f"stage {name!r} {part}: {a.get(part)!r} → {b.get(part)!r}")
+        ca, cb = a.get("config", {}), b.get("config", {})
+        for key in sorted(set(ca) | set(cb)):
+            if ca.get(key) != cb.get(key):
+                diffs.append(f"stage {name!r} field {key!r}: {ca.get(key)!r} → {cb.get(key)!r}")
+    return diffs
+
+
+def run_record(recipe: Recipe, preset: str) -> dict[str, Any]:
+    return {"recipe": recipe.name, "preset": preset, "config_hash": config_hash(recipe),
+            "stages": json.loads(json.dumps([s.to_dict() for s in recipe.stages], default=str))}
+
+
+def claim_run_dir(run_dir: Path, recipe: Recipe, preset: str) -> dict[str, Any]:
+    """Create run.json, or check that the existing one matches (else RunDirMismatch naming the differences)."""
+    record = run_record(recipe, preset)
+    path = run_dir / RUN_JSON
+    if path.exists():
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        if saved.get("config_hash") != record["config_hash"] or saved.get("recipe") != recipe.name \
+                or saved.get("preset") != preset:
+            diffs = describe_mismatch(saved, record) or ["config hash differs"]
+            raise RunDirMismatch(f"{run_dir} belongs to another run; use a new --out or the same recipe/preset. "
+                                 "Differences:\n  " + "\n  ".join(diffs))
+        return saved
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, record)
+    return record
+
+
+def read_done(stage_dir: Path) -> dict[str, Any] | None:
+    """The DONE record of a finished stage, or None."""
+    path = stage_dir / DONE
+    if not path.exists():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+class WallClock:
+    """Accumulates a stage's wall time across attempts in ``stage_dir/WALL`` (refreshed every ``every`` s)."""
+
+    def __init__(self, stage_dir: Path, every: float = 2.0) -> None:
+        self.path = stage_dir / WALL
+        self.before = float(self.path.read_text()) if self.path.exists() else 0.0
+        self.t0 = time.time()
+        self.every = every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def total(self) -> float:
+        return self.before + time.time() - self.t0
+
+    def _write(self) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(f"{self.total():.3f}")
+        os.replace(tmp, self.path)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.every):
+            self._write()
+
+    def __enter__(self) -> WallClock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._write()
+
+
+@dataclass
+class StageContext:
+    """What a stage runner gets: its spec's config (a dict), its folder, resolved inputs, the run's settings."""
+
+    name: str
+    kind: str
+    config: dict[str, Any]
+    out_dir: Path
+    run_dir: Path
+    preset: str
+    inputs: dict[str, dict[str, Any]] = field(default_factory=dict)  # role → DONE["artifacts"] of that stage
+    input_dirs: dict[str, Path] = field(default_factory=dict)  # role → that stage's folder
+    resume: bool = True
+
+
+Runner = Callable[[StageContext], dict[str, Any]]
+
+
+def run_recipe(recipe: Recipe, preset: str, run_dir: str | Path, runners: dict[str, Runner],
+               log: Callable[[str], None] = print, only: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    """Run (or resume) every stage in order; returns stage name → DONE record."""
+    run_dir = Path(run_dir)
+    claim_run_dir(run_dir, recipe, preset)
+    t_run = time.time()
+    done: dict[str, dict[str, Any]] = {}
+    n = len(recipe.stages)
+    for i, spec in enumerate(recipe.stages, start=1):
+        stage_dir = run_dir / spec.name
+        record = read_done(stage_dir)
+        if record is not None:
+            done[spec.name] = record
+            log(f"[{i}/{n}] {spec.name}: done already ({record['wall_seconds']:.1f}s) - skipped")
+            continue
+        if only is not None and spec.name not in only:
+            continue
+        missing = [src for src in spec.inputs.values() if src not in done]
+        if missing:
+            raise RuntimeError(f"stage {spec.name!r} needs {missing}, which did not finish")
+        ctx = StageContext(
+            name=spec.name, kind=spec.kind, config=dict(spec.config), out_dir=stage_dir, run_dir=run_dir,
+            preset=preset, inputs={role: done[src].get("artifacts", {}) for role, src in spec.inputs.items()},
+            input_dirs={role: run_dir / src for role, src in spec.inputs.items()})
+        attempt = "resuming" if stage_dir.exists() and any(stage_dir.iterdir()) else "start"
+        log(f"[{i}/{n}] {spec.name} ({spec.kind}): {attempt} | run elapsed {time.time() - t_run:.0f}s")
+        with WallClock(stage_dir) as clock:
+            artifacts = runners[spec.kind](ctx)
+        record = {"stage": spec.name, "kind": spec.kind, "wall_seconds": round(clock.total(), 3),
+                  "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                  "artifacts": json.loads(json.dumps(artifacts or {}, default=str))}
+        write_json_atomic(stage_dir / DONE, record)
+        done[spec.name] = record
+        log(f"[{i}/{n}] {spec.name}: done in {record['wall_seconds']:.1f}s | run elapsed {time.time() - t_run:.0f}s")
+    return done

@@ -1,0 +1,33 @@
+"""The speedrun: tokenizer → pretrain → R1-Zero → R1 → distillation → evaluation → report, in one resumable run.
+
+Idea: nanochat's ``speedrun.sh`` (one command, the whole pipeline on the embedded data, a report at the end) applied
+to DeepSeek-R1's pipeline (arXiv 2501.12948 §2): ``run(recipe="speedrun", preset="cpu", out="runs/speedrun")``.
+Rerunning the same command resumes: finished stages (DONE marker) are skipped, the interrupted one continues from
+its last checkpoint (``rundir``). Progress: one line per stage start/end with elapsed time, plus each stage's own bars.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from r1lab.pipeline.recipes import prepare
+from r1lab.pipeline.rundir import run_recipe
+
+
+def run(out: str | Path, preset: str = "cpu", recipe: str = "speedrun", only: list[str] | None = None,
+        threads: int = 0) -> dict[str, dict[str, Any]]:
+    """Validate the recipe (errors before anything runs), then run or resume it in ``out``."""
+    import torch
+
+    from r1lab.pipeline.stages import runners
+
+    resolved = prepare(recipe, preset)
+    if threads:
+        torch.set_num_threads(threads)
+    t0 = time.time()
+    print(f"r1lab {recipe}: preset {preset}, {len(resolved.stages)} stages → {out}", flush=True)
+    done = run_recipe(resolved, preset, out, runners(), only=only)
+    print(f"r1lab {recipe}: finished in {time.time() - t0:.0f}s (this invocation)", flush=True)
+    return done

@@ -1,0 +1,87 @@
+"""Loading and saving the causal LMs that SFT and GRPO train: our DeepSeek-V3 checkpoints or any local transformers
+causal LM (Qwen2, Llama, … — the distillation students of DeepSeek-R1 §2.4), one code path for both.
+
+A directory whose config.json says ``"model_type": "deepseek_v3"`` loads as ``DeepSeekV3ForCausalLM``; anything else
+goes through ``transformers.AutoModelForCausalLM`` with ``local_files_only=True`` (never the hub).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from pathlib import Path
+
+import torch
+from torch import nn
+
+DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+
+
+def resolve_device(name: str) -> torch.device:
+    """"auto" → cuda if available else cpu."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """"auto" → bf16 on CUDA, fp32 on CPU; else one of DTYPES."""
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if name not in DTYPES:
+        raise ValueError(f"dtype must be auto | {' | '.join(DTYPES)}, got {name!r}")
+    return DTYPES[name]
+
+
+def is_ours(directory: str | Path) -> bool:
+    cfg = Path(directory) / "config.json"
+    if not cfg.is_file():
+        raise FileNotFoundError(f"{directory}: no config.json (not a model checkpoint directory)")
+    return json.loads(cfg.read_text(encoding="utf-8")).get("model_type") == "deepseek_v3"
+
+
+def load_causal_lm(directory: str | Path, device: torch.device | str = "cpu",
+                   dtype: torch.dtype = torch.float32) -> nn.Module:
+    """Our checkpoint or a local HF causal LM (see module docstring)."""
+    if is_ours(directory):
+        from r1lab.model import DeepSeekV3ForCausalLM
+
+        return DeepSeekV3ForCausalLM.from_pretrained(str(directory), dtype=dtype, device=str(device))
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(directory), dtype=dtype, local_files_only=True)
+    return model.to(device)
+
+
+def model_from_preset(preset: str, vocab_size: int, seed: int = 0, **overrides) -> nn.Module:
+    """A freshly initialised model of one of our presets, vocabulary grown to fit the tokenizer (multiple of 64)."""
+    from r1lab.model import DeepSeekV3Config, DeepSeekV3ForCausalLM
+
+    cfg = DeepSeekV3Config.from_preset(preset)
+    if overrides:
+        cfg = cfg.replace(**overrides)
+    if vocab_size > cfg.vocab_size:
+        cfg = cfg.replace(vocab_size=64 * math.ceil(vocab_size / 64))
+    torch.manual_seed(seed)
+    return DeepSeekV3ForCausalLM(cfg)
+
+
+def save_causal_lm(model: nn.Module, directory: str | Path, tokenizer=None) -> None:
+    """``save_pretrained`` (ours or HF, PEFT adapters merged into a plain copy) plus the tokenizer."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    if hasattr(model, "merge_and_unload"):  # a PEFT model: save a merged, standalone copy
+        model = copy.deepcopy(model).merge_and_unload()
+    model.save_pretrained(str(directory))
+    if tokenizer is not None:
+        tokenizer.save(directory)
+
+
+def frozen_copy(model: nn.Module) -> nn.Module:
+    """A deep copy with ``requires_grad=False`` in eval mode (the GRPO reference model)."""
+    ref = copy.deepcopy(model)
+    ref.eval()
+    for p in ref.parameters():
+        p.requires_grad_(False)
+    return ref

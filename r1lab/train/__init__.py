@@ -1,0 +1,2 @@
+"""Training stages: optimizer + schedules (``optim``), checkpoints/resume (``loop``), metrics (``metrics``),
+data parallelism (``distributed``), pretraining (``pretrain``), context extension (``context``)."""

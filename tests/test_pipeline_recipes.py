@@ -1,0 +1,139 @@
+"""Recipe validation before anything runs, the run-dir state machine (DONE skip, resume, mismatch refusal) with
+fake stage runners, and the results.json schema of the report."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from r1lab.pipeline import recipes
+from r1lab.pipeline.recipes import Recipe, RecipeError, StageSpec, prepare, resolve, validate
+from r1lab.pipeline.report import RESULT_KEYS, findings, write_report
+from r1lab.pipeline.rundir import DONE, RunDirMismatch, run_recipe
+
+
+def test_every_builtin_recipe_validates_for_every_preset():
+    for name in recipes.recipe_names():
+        for preset in ("tiny", "cpu", "gpu"):
+            if name != "r1-zero" and not _sft_available():
+                pytest.skip("r1lab.train.sft not written yet")
+            r = prepare(name, preset)
+            assert r.stages and len({s.name for s in r.stages}) == len(r.stages)
+
+
+def _sft_available() -> bool:
+    try:
+        import r1lab.train.sft  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _recipe(*stages: StageSpec) -> Recipe:
+    return Recipe("test", "test recipe", tuple(stages))
+
+
+def test_unknown_kind_field_input_and_wired_field_are_named():
+    with pytest.raises(RecipeError, match=r"stage 'x': unknown stage kind 'magic'"):
+        validate(_recipe(StageSpec("x", "magic")))
+    with pytest.raises(RecipeError, match=r"stage 'e': unknown field 'kk' for EvalStage"):
+        validate(_recipe(StageSpec("t", "tokenizer"), StageSpec("p", "pretrain", {}, {"tokenizer": "t"}),
+                         StageSpec("e", "eval", {"kk": 3}, {"model": "p"})))
+    with pytest.raises(RecipeError, match=r"input 'model' names 'nowhere', which is not an earlier stage"):
+        validate(_recipe(StageSpec("e", "eval", {}, {"model": "nowhere"})))
+    with pytest.raises(RecipeError, match=r"field 'out_dir' is set by the pipeline"):
+        validate(_recipe(StageSpec("t", "tokenizer"), StageSpec("p", "pretrain", {"out_dir": "x"},
+                                                                {"tokenizer": "t"})))
+    with pytest.raises(RecipeError, match="needs input 'model'"):
+        validate(_recipe(StageSpec("e", "eval")))
+    with pytest.raises(RecipeError, match="unknown recipe 'r2'"):
+        prepare("r2", "cpu")
+    with pytest.raises(RecipeError, match="unknown preset 'huge'"):
+        prepare("r1-zero", "huge")
+
+
+def test_validation_happens_before_any_stage_runs(tmp_path):
+    calls = []
+    bad = _recipe(StageSpec("t", "tokenizer"), StageSpec("e", "eval", {"nope": 1}, {"model": "t"}))
+    with pytest.raises(RecipeError):
+        validate(bad)
+        run_recipe(bad, "tiny", tmp_path / "run", {"tokenizer": lambda ctx: calls.append(ctx.name) or {}})
+    assert calls == [] and not (tmp_path / "run").exists()
+
+
+def test_preset_merges_kind_then_stage_entries():
+    r = resolve(recipes.get_recipe("r1-zero"), "tiny")
+    grpo = r.stage("r1-zero").config
+    assert grpo["steps"] == 3 and grpo["template"] == "r1-zero"  # preset kind entry + recipe field
+    assert r.stage("pretrain").config["model_overrides"]["max_position_embeddings"] == 1024
+
+
+class Boom(RuntimeError):
+    pass
+
+
+def fake_runners(log: list[str], fail_at: str | None = None):
+    def make(kind):
+        def run(ctx):
+            log.append(ctx.name)
+            ctx.out_dir.mkdir(parents=True, exist_ok=True)
+            (ctx.out_dir / "progress").write_text("partial")
+            if ctx.name == fail_at:
+                raise Boom(ctx.name)
+            inputs = {role: art.get("model_dir") for role, art in ctx.inputs.items()}
+            return {"model_dir": str(ctx.out_dir / "model"), "inputs": inputs, "resume": ctx.resume,
+                    "pass@1": 0.5, "cons@k": 0.75, "k": 4, "mean_response_tokens": 12.0,
+                    "language_mixing_rate": 0.0}
+        return run
+    return {k: make(k) for k in recipes.KINDS}
+
+
+def test_rundir_skips_done_resumes_failed_and_refuses_other_recipes(tmp_path):
+    recipe = resolve(recipes.get_recipe("r1-zero"), "tiny")
+    run_dir = tmp_path / "run"
+    log: list[str] = []
+    with pytest.raises(Boom):
+        run_recipe(recipe, "tiny", run_dir, fake_runners(log, fail_at="r1-zero"), log=lambda s: None)
+    assert log == ["tokenizer", "pretrain", "eval-base", "r1-zero"]
+    assert (run_dir / "pretrain" / DONE).exists() and not (run_dir / "r1-zero" / DONE).exists()
+    log.clear()
+    lines: list[str] = []
+    done = run_recipe(recipe, "tiny", run_dir, fake_runners(log), log=lines.append)
+    assert log == ["r1-zero", "eval-r1-zero"]  # finished stages skipped, the failed one rerun
+    assert any("r1-zero (grpo): resuming" in x for x in lines)
+    assert done["r1-zero"]["artifacts"]["inputs"] == {"model": str(run_dir / "pretrain" / "model")}
+    assert done["r1-zero"]["wall_seconds"] >= 0
+    other = resolve(recipes.get_recipe("r1-zero"), "cpu")
+    with pytest.raises(RunDirMismatch, match=r"preset: run dir has 'tiny', asked for 'cpu'"):
+        run_recipe(other, "cpu", run_dir, fake_runners(log), log=lambda s: None)
+    changed = dataclasses.replace(recipe, stages=recipe.stages[:-1])
+    with pytest.raises(RunDirMismatch, match=r"stage 'eval-r1-zero': in the run dir but not asked for"):
+        run_recipe(changed, "tiny", run_dir, fake_runners(log), log=lambda s: None)
+
+
+def test_results_json_has_exactly_the_schema(tmp_path):
+    recipe = resolve(recipes.get_recipe("r1-zero"), "tiny")
+    run_dir = tmp_path / "run"
+    run_recipe(recipe, "tiny", run_dir, fake_runners([]), log=lambda s: None)
+    art = write_report(run_dir)
+    results = json.loads((run_dir / "results.json").read_text())
+    assert set(results) == {"preset", "stages"} and results["preset"] == "tiny"
+    assert [s["name"] for s in results["stages"]] == ["base", "r1-zero"]
+    for s in results["stages"]:
+        assert tuple(s) == RESULT_KEYS
+        assert isinstance(s["name"], str) and isinstance(s["model"], str) and isinstance(s["k"], int)
+        for key in ("pass@1", "cons@k", "mean_response_tokens", "language_mixing_rate", "wall_seconds"):
+            assert isinstance(s[key], float)
+    assert (run_dir / "report" / "report.md").read_text().count("not measured") == 3
+    assert "pretrain_loss.png" not in art["plots"]  # the fake pretrain wrote no metrics
+
+
+def test_findings_verdicts():
+    row = dict(model="m", k=4, mean_response_tokens=1.0, wall_seconds=1.0)
+    rows = [dict(row, name="base", **{"pass@1": 0.1, "cons@k": 0.1, "language_mixing_rate": 0.3}),
+            dict(row, name="r1-zero", **{"pass@1": 0.4, "cons@k": 0.5, "language_mixing_rate": 0.3}),
+            dict(row, name="r1", **{"pass@1": 0.3, "cons@k": 0.2, "language_mixing_rate": 0.1})]
+    verdicts = [v for _, v, _ in findings(rows)]
+    assert verdicts == ["reproduced", "not reproduced", "not reproduced", "reproduced", "not measured"]

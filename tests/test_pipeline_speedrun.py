@@ -1,0 +1,71 @@
+"""Smoke speedrun on the tiny preset: killed (SIGKILL) inside a training stage, then rerun with the same command; the
+rerun skips finished stages, resumes the interrupted one from its checkpoint and finishes.
+
+The default test runs the r1-zero recipe (tokenizer → pretrain → eval → GRPO → eval, ~30 s); the whole speedrun
+recipe (23 stages, ~2–5 min on 2 cores) runs too when R1LAB_FULL_SMOKE=1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def command(out: Path, recipe: str) -> list[str]:
+    return [sys.executable, "-m", "r1lab.cli", "speedrun", "--smoke", "--recipe", recipe, "--out", str(out)]
+
+
+def run_killed_then_resumed(out: Path, recipe: str, kill_when: Path, timeout: float = 600) -> str:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(command(out, recipe), cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    t0 = time.time()
+    while not list(kill_when.parent.glob(kill_when.name)):
+        if proc.poll() is not None:
+            raise AssertionError("finished before the kill point:\n" + proc.stdout.read().decode()[-3000:])
+        if time.time() - t0 > timeout:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise AssertionError("kill point never reached")
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    stage_dir = kill_when.parent.parent
+    assert not (stage_dir / "DONE").exists(), "the stage finished before it was killed"
+    again = subprocess.run(command(out, recipe), cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    return again.stdout
+
+
+def test_tiny_r1_zero_killed_in_grpo_resumes_and_finishes(tmp_path):
+    out = tmp_path / "run"
+    log = run_killed_then_resumed(out, "r1-zero", out / "r1-zero" / "checkpoints" / "step-000001")
+    assert "tokenizer: done already" in log and "pretrain: done already" in log
+    assert "r1-zero (grpo): resuming" in log
+    assert "step 1 | reward" not in log and "step 3 | reward" in log  # GRPO continued from its checkpoint
+    done = json.loads((out / "eval-r1-zero" / "DONE").read_text())
+    assert done["artifacts"]["k"] == 2 and 0.0 <= done["artifacts"]["pass@1"] <= 1.0
+    # a third run has nothing left to do
+    third = subprocess.run(command(out, "r1-zero"), cwd=ROOT, capture_output=True, text=True, timeout=120,
+                           env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert third.returncode == 0 and third.stdout.count("done already") == 5
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("R1LAB_FULL_SMOKE") != "1", reason="set R1LAB_FULL_SMOKE=1 (2-5 min)")
+def test_tiny_full_speedrun_killed_in_pretrain_resumes_and_reports(tmp_path):
+    out = tmp_path / "run"
+    run_killed_then_resumed(out, "speedrun", out / "pretrain" / "checkpoints" / "step-000002")
+    results = json.loads((out / "results.json").read_text())
+    names = [s["name"] for s in results["stages"]]
+    for name in ("base", "r1-zero", "r1", "distill-student", "rl-only-student"):
+        assert name in names
+    assert (out / "report" / "report.md").exists() and list((out / "report").glob("rl_*.png"))

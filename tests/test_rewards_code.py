@@ -1,0 +1,61 @@
+"""r1lab.rewards.code: program extraction, stdin/stdout and assert tests, pass fraction, thread safety."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from r1lab.rewards.code import code_reward, extract_program, run_test
+
+ADD = "a, b = map(int, input().split())\nprint(a + b)"
+IO_TESTS = [{"input": "1 2", "output": "3"}, {"input": "5 5\n", "output": "10\n"},
+            {"input": "-1 1", "output": "0"}, {"input": "7 8", "output": "15"}]  # fmt: skip
+
+
+def test_correct_program_scores_one():
+    assert code_reward(f"Here:\n```python\n{ADD}\n```\n", IO_TESTS, timeout=5) == 1.0
+
+
+def test_half_passing_scores_half():
+    prog = "a, b = map(int, input().split())\nprint(a + b if a > 0 else 0)"  # -1 1 -> 0, still right
+    buggy = "a, b = map(int, input().split())\nprint(a + b if a + b < 10 else 0)"
+    assert code_reward(f"```python\n{buggy}\n```", IO_TESTS, timeout=5) == 0.5
+    assert code_reward(f"```python\n{prog}\n```", IO_TESTS, timeout=5) == 1.0
+
+
+def test_assert_tests_and_early_exit_hack():
+    prog = "def sq(x):\n    return x * x"
+    tests = [{"assert": "assert sq(3) == 9"}, {"assert": "assert sq(-2) == 4"}, {"assert": "assert sq(2) == 5"}]
+    assert code_reward(f"```py\n{prog}\n```", tests, timeout=5) == pytest.approx(2 / 3)
+    bare = [{"assert": "sq(3) == 9"}, {"assert": "sq(2) == 5"}]  # expressions are asserted, not just evaluated
+    assert code_reward(f"```py\n{prog}\n```", bare, timeout=5) == 0.5
+    hack = "import sys\ndef sq(x):\n    return 0\nsys.exit(0)"
+    assert code_reward(f"```python\n{hack}\n```", tests, timeout=5) == 0.0
+
+
+def test_output_comparison_strips_lines():
+    assert run_test("print('  a  ')\nprint('b')\nprint()", {"input": "", "output": "a\nb"}, timeout=5)
+    assert not run_test("print('a b')", {"input": "", "output": "a  b"}, timeout=5)
+    assert not run_test("print(1)\nraise SystemExit(3)", {"input": "", "output": "1"}, timeout=5)
+
+
+def test_extract_program():
+    assert extract_program("```python\nA\n```\ntext\n```python\nB\n```") == "B\n"
+    assert extract_program("```\nX\n```") == "X\n"  # untagged block when there is no python block
+    assert extract_program("```cpp\nC\n```\n```py\nP\n```") == "P\n"
+    assert extract_program("<think>```python\nDRAFT\n```</think>print(1)") == "print(1)"
+
+
+def test_bad_tests_raise():
+    with pytest.raises(ValueError, match="empty"):
+        code_reward("print(1)", [])
+    with pytest.raises(ValueError, match=r"tests\[1\]"):
+        code_reward("print(1)", [{"input": "", "output": ""}, {"stdin": "x"}])
+
+
+def test_parallel_threads():
+    jobs = [(f"```python\n{ADD}\n```", IO_TESTS[:2])] * 6 + [("```python\nprint(0)\n```", IO_TESTS[:2])] * 2
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        got = list(pool.map(lambda j: code_reward(j[0], j[1], timeout=5), jobs))
+    assert got == [1.0] * 6 + [0.0] * 2

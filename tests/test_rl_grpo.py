@@ -1,0 +1,86 @@
+"""End-to-end GRPO on the tiny preset (CPU, naive sampler): metrics fields, raising rewards, resume, CLI."""
+
+import json
+
+import pytest
+
+from r1lab.rl.grpo import GRPOConfig, run_grpo
+
+REQUIRED = {"step", "reward", "reward_accuracy", "reward_format", "accuracy", "response_len_mean",
+            "response_len_max", "kl", "clip_fraction", "entropy", "zero_var_frac", "reflection_rate", "tok_s",
+            "generate_s", "train_s", "loss", "grad_norm", "reward_errors", "truncated_frac", "lr"}
+
+
+def length_reward(completion, problem):
+    """User reward used through its dotted path: longer text scores higher (varies within a group)."""
+    return len(completion) / 100.0
+
+
+def raising_reward(completion, problem):
+    raise RuntimeError("broken checker")
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(tmp_path_factory):
+    from r1lab.data.corpus import render
+    from r1lab.data.templates import R1_ZERO_TEMPLATE
+    from r1lab.data.tokenizer import train_tokenizer
+    from r1lab.tasks import make_split
+
+    ps = make_split("train", 30, families=["arithmetic", "word"])
+    d = tmp_path_factory.mktemp("tok")
+    train_tokenizer([render(p, "r1zero") for p in ps] + [R1_ZERO_TEMPLATE], 300, d)
+    return str(d)
+
+
+def _cfg(tokenizer_dir, out, **kw):
+    base = dict(tokenizer=tokenizer_dir, preset="tiny", out_dir=str(out), steps=2, prompts_per_step=2,
+                group_size=2, max_new_tokens=6, eval_every=2, eval_n_per_family=1, eval_samples=1, sampler="naive",
+                families=["arithmetic", "word"], n_train_per_family=8, micro_batch=4,
+                reward_weights={"accuracy": 1.0, "format": 0.2, "test_rl_grpo:length_reward": 0.5,
+                                "test_rl_grpo.raising_reward": 0.5})
+    return GRPOConfig(**{**base, **kw})
+
+
+def test_end_to_end_metrics_and_raising_reward(tokenizer_dir, tmp_path):
+    summary = run_grpo(_cfg(tokenizer_dir, tmp_path, beta=0.04, inner_updates=2))
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in rows if "reward" in r]
+    assert [r["step"] for r in steps] == [1, 2] and summary["steps_done"] == 2
+    for r in steps:
+        assert REQUIRED <= set(r), REQUIRED - set(r)
+        assert r["reward_errors"] == 4  # the raising reward failed on all 2×2 samples; the run went on
+        assert r["kl"] >= 0 and 0 <= r["clip_fraction"] <= 1 and r["entropy"] > 0
+    assert "eval_pass@1" in rows[0] and "eval_pass@1" in steps[-1]
+    assert steps[0]["reward_test_rl_grpo:length_reward"] > 0  # user reward by dotted path was computed
+    samples = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    assert samples and {"prompt", "completion", "reward", "gold"} <= set(samples[0])
+    assert (tmp_path / "final" / "model.safetensors").is_file()
+    assert (tmp_path / "checkpoints" / "step-000002" / "training_state.pt").is_file()
+
+
+def test_resume_continues_from_checkpoint(tokenizer_dir, tmp_path):
+    run_grpo(_cfg(tokenizer_dir, tmp_path, steps=1, eval_every=0))
+    summary = run_grpo(_cfg(tokenizer_dir, tmp_path, steps=2, eval_every=0, resume=True))
+    steps = [json.loads(x)["step"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2] and summary["steps_done"] == 2
+    with pytest.raises(ValueError, match="lr"):
+        run_grpo(_cfg(tokenizer_dir, tmp_path, steps=3, eval_every=0, resume=True, lr=1.0))
+
+
+def test_config_errors(tokenizer_dir, tmp_path):
+    with pytest.raises(ValueError, match="group_size"):
+        run_grpo(_cfg(tokenizer_dir, tmp_path, group_size=1))
+    with pytest.raises(ValueError, match="aggregation"):
+        run_grpo(_cfg(tokenizer_dir, tmp_path, aggregation="sum"))
+
+
+def test_cli_help_lists_every_field(capsys):
+    from r1lab.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["grpo", "--help"])
+    text = capsys.readouterr().out
+    for name in ("--prompts-per-step", "--group-size", "--inner-updates", "--beta", "--ref-reset-every",
+                 "--aggregation", "--drop-zero-variance", "--mask-truncated", "--reward-weights"):
+        assert name in text

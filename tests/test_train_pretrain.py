@@ -1,0 +1,161 @@
+"""Pretraining loop: golden losses, exact kill-and-resume, crash-safe checkpoints, config-mismatch errors, bad corpora.
+
+Regenerate the golden losses (after an intended change of the model or the loop) with
+``python3 tests/test_train_pretrain.py --regen``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from train_helpers import make_env, tiny_config
+
+GOLDEN = Path(__file__).parent / "golden" / "tiny_pretrain_losses.json"
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    torch.set_num_threads(1)
+    return make_env(tmp_path_factory.mktemp("env"))
+
+
+def _run(cfg):
+    from r1lab.train.pretrain import run_pretrain
+
+    return run_pretrain(cfg)
+
+
+def test_golden_losses(env, tmp_path):
+    golden = json.loads(GOLDEN.read_text())
+    art = _run(tiny_config(env, tmp_path / "run", steps=20))
+    assert len(art["losses"]) == 20
+    assert art["losses"][0] == pytest.approx(math.log(320), rel=0.05)  # ~uniform over the vocab at init
+    assert art["losses"][-1] < art["losses"][0] - 0.5  # it learns
+    torch.testing.assert_close(torch.tensor(art["losses"]), torch.tensor(golden["losses"]), rtol=1e-4, atol=0)
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(1, 21))
+    assert {"loss", "mtp", "bal", "load", "lr", "tok/s", "mfu", "eta_s"} <= set(rows[0])
+    assert (tmp_path / "run" / "model" / "config.json").is_file()
+    assert (tmp_path / "run" / "model" / "tokenizer.json").is_file()
+
+
+def test_resume_matches_uninterrupted(env, tmp_path):
+    full = _run(tiny_config(env, tmp_path / "full", steps=10, ckpt_every=4))
+    part = _run(tiny_config(env, tmp_path / "part", steps=10, ckpt_every=4, stop_after=6))
+    assert part["steps"] == 6 and "model_dir" not in part  # "killed" after step 6: last checkpoint is step 4
+    ckpts = sorted(p.name for p in (tmp_path / "part" / "checkpoints").iterdir())
+    assert ckpts == ["step-000004"]
+    # a half-written checkpoint from a crash must be ignored and cleaned up
+    junk = tmp_path / "part" / "checkpoints" / "ckpt.tmp-crash"
+    junk.mkdir()
+    (junk / "model.safetensors").write_bytes(b"\0" * 10)
+    rest = _run(tiny_config(env, tmp_path / "part", steps=10, ckpt_every=4, resume=True))
+    assert not junk.exists()
+    assert rest["steps"] == 10
+    torch.testing.assert_close(torch.tensor(rest["losses"]), torch.tensor(full["losses"][4:]), rtol=1e-6, atol=0)
+    # the final models are identical, expert biases included
+    from safetensors.torch import load_file
+
+    a = load_file(str(tmp_path / "full" / "model" / "model.safetensors"))
+    b = load_file(str(tmp_path / "part" / "model" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    assert any(k.endswith("e_score_correction_bias") and a[k].abs().sum() > 0 for k in a)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-7)
+
+
+def test_resume_with_changed_config_names_fields(env, tmp_path):
+    from r1lab.train.loop import ResumeMismatchError
+
+    _run(tiny_config(env, tmp_path / "r", steps=4, ckpt_every=2, stop_after=2))
+    with pytest.raises(ResumeMismatchError) as err:
+        _run(tiny_config(env, tmp_path / "r", steps=4, lr=1e-3, seq_len=16, resume=True))
+    msg = str(err.value)
+    assert "lr: saved 0.003, now 0.001" in msg and "seq_len" in msg and "steps" not in msg
+
+
+def test_killed_subprocess_leaves_a_loadable_checkpoint(env, tmp_path):
+    """SIGKILL a real training process at a random moment; the newest step-* directory must be complete."""
+    import random
+    import signal
+    import subprocess
+    import time
+
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "r1lab", "pretrain", "--preset", "tiny", "--corpus", json.dumps([env["corpus"]]),
+           "--tokenizer", env["tokenizer"], "--seq-len", "32", "--micro-batch", "4", "--steps", "400",
+           "--ckpt-every", "1", "--keep-last", "1", "--exact-match", "0", "--progress", "false", "--eval-every", "0",
+           "--device", "cpu", "--out-dir", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.time() + 60
+    while time.time() < deadline and not any((out / "checkpoints").glob("step-*")):
+        time.sleep(0.1)
+    time.sleep(random.Random(0).uniform(0.2, 1.0))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    from r1lab.model import DeepSeekV3ForCausalLM
+    from r1lab.train.loop import latest_checkpoint, load_training_state
+
+    ckpt = latest_checkpoint(out / "checkpoints")
+    assert ckpt is not None
+    state = load_training_state(ckpt / "training_state.pt")
+    assert state["step"] == int(ckpt.name.split("-")[1])
+    DeepSeekV3ForCausalLM.from_pretrained(ckpt)  # loads: every file complete
+
+
+@pytest.mark.parametrize("content, expect", [
+    (b"", "empty file"),
+    (b'{"text": "ok"}\n{"text": "bad \xff byte"}\n', ":2: not valid UTF-8"),
+    (b'{"text": "ok"}\n{"body": "no text field"}\n', ":2: missing field 'text'"),
+    (b'{"text": "ok"}\n{"text": "truncated\n', ":2: invalid JSON"),
+])
+def test_bad_corpus_names_file_and_line(env, tmp_path, content, expect):
+    from r1lab.data.stream import CorpusError
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(content)
+    with pytest.raises(CorpusError) as err:
+        _run(tiny_config(env, tmp_path / "run", corpus=[str(bad)]))
+    assert str(bad) in str(err.value) and expect in str(err.value)
+
+
+def test_cli_reports_corpus_error(env, tmp_path, capsys):
+    from r1lab.cli import main
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(b'{"text": "ok"}\n{"txt": 1}\n')
+    rc = main(["pretrain", "--corpus", json.dumps([str(bad)]), "--tokenizer", env["tokenizer"], "--preset", "tiny",
+               "--out-dir", str(tmp_path / "o"), "--progress", "false"])
+    assert rc == 1 and f"{bad}:2:" in capsys.readouterr().out
+
+
+def regenerate() -> None:
+    import tempfile
+
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as d:
+        env = make_env(Path(d))
+        art = _run(tiny_config(env, Path(d) / "run", steps=20))
+    GOLDEN.parent.mkdir(exist_ok=True)
+    GOLDEN.write_text(json.dumps({
+        "how": "python3 tests/test_train_pretrain.py --regen: preset tiny, tests/train_helpers.py synthetic corpus "
+               "(240 docs, seed 0) + 300-token BPE, tiny_config(steps=20): seq_len 32, micro_batch 4, lr 3e-3, "
+               "warmup 4, cosine, fim 0.1, seed 0, CPU fp32, 1 thread",
+        "torch": torch.__version__,
+        "losses": art["losses"],
+    }, indent=1) + "\n")
+    print(f"wrote {GOLDEN}")
+
+
+if __name__ == "__main__":
+    if "--regen" in sys.argv:
+        regenerate()
