@@ -57,3 +57,16 @@ def test_judge_replaces_rules_and_file_is_written(tmp_path):
 def test_repetition_ratio():
     assert repetition_ratio("one two three four five six") == 0.0
     assert repetition_ratio("ab cd ef gh " * 10) > 0.8
+
+
+def test_worked_solutions_rewritten_into_r1_format_are_correct_for_every_family():
+    from r1lab.pipeline.sample import format_ok
+    from r1lab.pipeline.stages import worked_to_r1, zero_to_r1
+    from r1lab.tasks import FAMILIES, GENERATIVE, reference_completion, task_reward
+
+    for p in make_split("train", 2, families=list(GENERATIVE)):
+        r1 = worked_to_r1(p)
+        assert r1.startswith("<think>\n") and format_ok(r1, "r1"), (p.family, r1)
+        assert task_reward(r1, p) == 1.0, (p.family, r1)
+        assert task_reward(zero_to_r1(reference_completion(p), p), p) == 1.0
+    assert "math" in FAMILIES

@@ -19,10 +19,13 @@ STEPS = 5
 
 
 def _args(env, out: Path, **kw) -> list[str]:
-    args = {"preset": "tiny", "corpus": json.dumps([env["corpus"]]), "tokenizer": env["tokenizer"], "seq-len": 32,
-            "steps": STEPS, "warmup-steps": 1, "exact-match": 0, "progress": "false", "eval-every": 0,
-            "device": "cpu", "out-dir": str(out), **kw}
-    return [x for k, v in args.items() for x in (f"--{k}", str(v))]
+    """The CLI form of tests/train_helpers.tiny_config (so both runs share every hyper-parameter), plus ``kw``."""
+    from dataclasses import asdict
+
+    cfg = asdict(tiny_config(env, out, steps=STEPS, warmup_steps=1, eval_frac=0.02))
+    cfg.update(kw)
+    return [x for k, v in cfg.items() if v is not None
+            for x in (f"--{k.replace('_', '-')}", json.dumps(v) if isinstance(v, (list, dict, bool)) else str(v))]
 
 
 def _torchrun(env, out: Path, **kw) -> list[float]:
@@ -49,7 +52,7 @@ def setup(tmp_path_factory):
 
 def test_ddp_two_ranks_equal_single_process(setup):
     env, root, single = setup
-    losses = _torchrun(env, root / "ddp", **{"micro-batch": 2, "parallel": "ddp", "eval-frac": 0.02})
+    losses = _torchrun(env, root / "ddp", micro_batch=2, parallel="ddp")
     assert len(losses) == STEPS and losses[-1] < losses[0]
     torch.testing.assert_close(torch.tensor(losses), torch.tensor(single), rtol=0, atol=1e-5)
     assert (root / "ddp" / "model" / "model.safetensors").is_file()
@@ -60,10 +63,10 @@ def test_fsdp_two_ranks_equal_single_process_across_a_resume(setup):
     """FSDP2 run stopped after step 3 (checkpoint at 3), then --resume: the union of the losses is the single run's."""
     env, root, single = setup
     out = root / "fsdp"
-    kw = {"micro-batch": 2, "parallel": "fsdp", "eval-frac": 0.02, "ckpt-every": 3}
-    first = _torchrun(env, out, **kw, **{"stop-after": 3})
+    kw = {"micro_batch": 2, "parallel": "fsdp", "ckpt_every": 3}
+    first = _torchrun(env, out, **kw, stop_after=3)
     (out / "metrics.jsonl").unlink()
-    rest = _torchrun(env, out, **kw, resume="true")
+    rest = _torchrun(env, out, **kw, resume=True)
     assert len(first) == 3 and len(rest) == STEPS - 3
     torch.testing.assert_close(torch.tensor(first + rest), torch.tensor(single), rtol=0, atol=1e-5)
     assert (out / "model" / "model.safetensors").is_file()

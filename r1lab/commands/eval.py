@@ -29,7 +29,7 @@ def add_arguments(p) -> None:
     p.add_argument("--template", default="r1-zero", choices=["r1-zero", "r1", "plain"], help="prompt style")
     p.add_argument("--no-greedy", action="store_true", help="skip the greedy pass")
     p.add_argument("--sampler", default="auto", choices=["auto", "engine", "naive"])
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="auto", help="auto (cuda if available) | cpu | cuda")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="write the summary JSON here")
 

@@ -28,6 +28,8 @@ def add_arguments(p) -> None:
     p.add_argument("--max-per-prompt", type=int, default=None)
     p.add_argument("--template", default="r1", choices=["r1", "r1-zero", "plain"])
     p.add_argument("--no-format-check", action="store_true")
+    p.add_argument("--judge", default=None, help="'pkg.module:fn' called as fn(response, problem) -> bool, replacing "
+                   "the rule checkers (e.g. a model judge that reads problem.answer)")
     p.add_argument("--sampler", default="auto", choices=["auto", "engine", "naive"])
     p.add_argument("--seed", type=int, default=0)
 
@@ -41,10 +43,15 @@ def main(args) -> int:
         problems = load_tasks_jsonl(args.tasks)
     else:
         problems = make_split("train", args.n_per_family, args.difficulty, args.families, args.seed, strict=False)
+    judge = None
+    if args.judge:
+        from r1lab.rl.rollout import load_user_reward
+
+        judge = load_user_reward(args.judge)
     generate = load_generator(args.model, sampler=args.sampler)
     rejection_sample(generate, problems, args.out, k=args.k, temperature=args.temperature, top_p=args.top_p,
                      max_tokens=args.max_tokens, style=args.template, tokenizer=generate.tokenizer,
                      max_response_tokens=args.max_response_tokens, max_repetition=args.max_repetition,
-                     require_format=not args.no_format_check, max_per_prompt=args.max_per_prompt, seed=args.seed)
+                     require_format=not args.no_format_check, judge=judge, max_per_prompt=args.max_per_prompt, seed=args.seed)
     print(f"wrote {args.out}")
     return 0

@@ -22,7 +22,8 @@ def add_arguments(p) -> None:
     p.add_argument("--recipe", default="speedrun", choices=recipe_names(), help="recipe (default speedrun = all)")
     p.add_argument("--smoke", action="store_true", help="same as --preset tiny")
     p.add_argument("--only", nargs="*", default=None, help="run only these stages (their inputs must be DONE)")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default); on a machine "
+                   "shared with other jobs use 1 (and OMP_NUM_THREADS=1): oversubscribed threads can be 10x slower")
     p.add_argument("--list", action="store_true", help="print the recipe's resolved stages and exit")
 
 

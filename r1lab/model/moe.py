@@ -127,7 +127,7 @@ class Experts(nn.Module):
         order = torch.argsort(flat_expert, stable=True)
         token_of = order // k
         x_sorted = x_ND[token_of]
-        counts_E = torch.bincount(flat_expert, minlength=self.n_experts)
+        counts_E = expert_counts(flat_expert, self.n_experts)
         w_gate_up, w_down = self.gate_up_proj.to(x_ND.dtype), self.down_proj.to(x_ND.dtype)
         if _grouped_mm_ok(x_sorted, w_gate_up, w_down):
             offs = torch.cumsum(counts_E, 0).to(torch.int32)
@@ -138,6 +138,12 @@ class Experts(nn.Module):
             y_sorted = torch.cat([self._expert(j, part) for j, part in enumerate(parts)], dim=0)
         y_sorted = y_sorted * weights_NK.reshape(-1)[order, None].to(y_sorted.dtype)
         return torch.zeros_like(x_ND).index_add_(0, token_of, y_sorted)
+
+
+def expert_counts(expert_ids: torch.Tensor, n_experts: int) -> torch.Tensor:
+    """Tokens per expert without a host sync (``torch.bincount`` syncs on CUDA to size its output)."""
+    counts = torch.zeros(n_experts, dtype=torch.int64, device=expert_ids.device)
+    return counts.scatter_add_(0, expert_ids, torch.ones_like(expert_ids))
 
 
 def _grouped_mm_ok(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor) -> bool:
@@ -162,7 +168,8 @@ class MoE(nn.Module):
         self.register_buffer("tokens_per_expert", torch.zeros(config.n_routed_experts), persistent=False)
 
     def forward(self, x_BTD: torch.Tensor, valid_BT: torch.Tensor | None = None):
-        """Returns (y_BTD, balance_loss scalar fp32). ``valid_BT`` marks real (non-padding) tokens."""
+        """Returns (y_BTD, balance_loss scalar fp32 — None in eval mode). ``valid_BT`` marks real (non-padding)
+        tokens; in training mode the routed-token counts accumulate for ``update_bias``."""
         b, t, d = x_BTD.shape
         x_ND = x_BTD.reshape(-1, d)
         weights_NK, indices_NK, scores_NE = self.gate(x_ND)
@@ -170,10 +177,11 @@ class MoE(nn.Module):
         if self.shared_experts is not None:
             y_ND = y_ND + self.shared_experts(x_ND)
         valid_N = None if valid_BT is None else valid_BT.reshape(-1)
-        if self.training:
-            with torch.no_grad():
-                routed = indices_NK if valid_N is None else indices_NK[valid_N]
-                self.tokens_per_expert += torch.bincount(routed.reshape(-1), minlength=self.gate.n_experts).float()
+        if not self.training:  # counts and the balance loss are training signals only
+            return y_ND.view(b, t, d), None
+        with torch.no_grad():
+            routed_NK = indices_NK if valid_N is None else indices_NK[valid_N]
+            self.tokens_per_expert += expert_counts(routed_NK.reshape(-1), self.gate.n_experts).float()
         balance = sequence_balance_loss(scores_NE.view(b, t, -1), indices_NK.view(b, t, -1), valid_BT)
         return y_ND.view(b, t, d), balance
 

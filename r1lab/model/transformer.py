@@ -8,7 +8,8 @@ stacked for the grouped GEMM and converted in ``checkpoint.py``, and the MTP mod
 Losses (labels use the transformers convention: not shifted, -100 = ignore):
 - ``loss``: next-token cross-entropy (fp32) — the pair (t, t+1) counts only inside one packed document;
 - ``mtp_loss``: the mean over the D MTP depths of their cross-entropies (trainers add λ·mtp_loss);
-- ``balance_loss``: the sequence-wise balance term summed over MoE layers (trainers add α·balance_loss).
+- ``balance_loss``: the sequence-wise balance term summed over MoE layers (trainers add α·balance_loss); computed in
+  training mode only (0 in eval mode, where routing statistics are not collected).
 
 Legend: B batch, T tokens, D hidden, V vocab.
 """

@@ -152,21 +152,31 @@ def sampler_generate_fn(sampler: Any, tokenizer: Any) -> GenerateFn:
     return wrap_function(call, tokenizer)
 
 
-def load_model(model_dir: str | Path, device: str = "cpu") -> Any:
-    """Our DeepSeek-V3 model when config.json says deepseek_v3, else any transformers causal LM (Qwen2, Llama)."""
+def resolve_device(device: str) -> str:
+    """"auto" → "cuda" when available, else "cpu"; anything else unchanged."""
+    import torch
+
+    return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+
+
+def load_model(model_dir: str | Path, device: str = "auto") -> Any:
+    """Our DeepSeek-V3 model when config.json says deepseek_v3, else any transformers causal LM (Qwen2, Llama);
+    bf16 on CUDA, fp32 on CPU."""
     import json
 
     import torch
 
+    device = resolve_device(device)
+    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     cfg = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
     if cfg.get("model_type") == "deepseek_v3":
         from r1lab.model import DeepSeekV3ForCausalLM
 
-        model = DeepSeekV3ForCausalLM.from_pretrained(model_dir, device=device)
+        model = DeepSeekV3ForCausalLM.from_pretrained(model_dir, dtype=dtype, device=device)
     else:
         from transformers import AutoModelForCausalLM
 
-        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to(device)
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, local_files_only=True).to(device)
     return model.eval()
 
 
@@ -183,7 +193,7 @@ def engine_generate_fn(llm: Any, tokenizer: Any) -> GenerateFn:
     return wrap_function(call, tokenizer)
 
 
-def load_generator(model_dir: str | Path, tokenizer_dir: str | Path | None = None, device: str = "cpu",
+def load_generator(model_dir: str | Path, tokenizer_dir: str | Path | None = None, device: str = "auto",
                    sampler: str = "auto") -> GenerateFn:
     """A GenerateFn for a saved model directory (its tokenizer lives next to the weights unless given): our engine
     (``sampler`` "auto" | "engine"), or the naive cache-free loop of ``r1lab.rl.sampler`` ("naive", or "auto"
@@ -191,6 +201,7 @@ def load_generator(model_dir: str | Path, tokenizer_dir: str | Path | None = Non
     from r1lab.data.tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer(tokenizer_dir or model_dir)
+    device = resolve_device(device)
     model = load_model(model_dir, device)
     generate: Any = None
     if sampler in ("auto", "engine"):

@@ -119,6 +119,7 @@ class RewardModel(nn.Module):
         for head in self.heads.values():
             nn.init.zeros_(head.weight)
             nn.init.zeros_(head.bias)
+        self.heads.to(next(backbone.parameters()).device)
 
     def _hidden(self, ids_BT: torch.Tensor, mask_BT: torch.Tensor) -> torch.Tensor:
         pos_BT = (mask_BT.cumsum(1) - 1).clamp(min=0)
@@ -183,10 +184,12 @@ class RewardModel(nn.Module):
         (out / "reward_model.json").write_text(json.dumps({"heads": list(HEADS), "max_len": self.max_len}) + "\n")
 
     @classmethod
-    def load(cls, directory: str | Path, device: str = "cpu") -> RewardModel:
+    def load(cls, directory: str | Path, device: str = "auto") -> RewardModel:
         from r1lab.data.tokenizer import load_tokenizer
+        from r1lab.pipeline.generation import resolve_device
         from r1lab.rl.models import load_causal_lm
 
+        device = resolve_device(device)
         d = Path(directory)
         meta = json.loads((d / "reward_model.json").read_text())
         rm = cls(load_causal_lm(d / "backbone", device), load_tokenizer(d / "backbone"), meta["max_len"])
@@ -270,7 +273,9 @@ def run_reward_model(ctx: Any) -> dict[str, Any]:
     held, train = pairs[:n_held], pairs[n_held:]
     torch.manual_seed(c.seed)
     model_dir = ctx.inputs["model"]["model_dir"]
-    rm = RewardModel(load_causal_lm(model_dir), load_tokenizer(model_dir), c.max_len)
+    from r1lab.pipeline.generation import resolve_device
+
+    rm = RewardModel(load_causal_lm(model_dir, resolve_device("auto")), load_tokenizer(model_dir), c.max_len)
     before = accuracy(rm, held)
     losses = train_reward_model(rm, train, c.steps, c.batch_size, c.lr, c.head_lr, c.seed)
     after = accuracy(rm, held)

@@ -30,4 +30,17 @@ def run(out: str | Path, preset: str = "cpu", recipe: str = "speedrun", only: li
     print(f"r1lab {recipe}: preset {preset}, {len(resolved.stages)} stages → {out}", flush=True)
     done = run_recipe(resolved, preset, out, runners(), only=only)
     print(f"r1lab {recipe}: finished in {time.time() - t0:.0f}s (this invocation)", flush=True)
+    print(summary_table(done), flush=True)
     return done
+
+
+def summary_table(done: dict[str, dict[str, Any]]) -> str:
+    """Wall time per stage, and pass@1 / cons@k of the evaluated ones."""
+    lines = [f"{'stage':<22}{'wall s':>9}{'pass@1':>9}{'cons@k':>9}{'mixing':>8}"]
+    for name, rec in done.items():
+        art = rec.get("artifacts", {})
+        extra = (f"{art['pass@1']:>9.3f}{art['cons@k']:>9.3f}{art['language_mixing_rate']:>8.3f}"
+                 if "pass@1" in art else "")
+        lines.append(f"{name:<22}{rec['wall_seconds']:>9.1f}{extra}")
+    lines.append(f"{'total':<22}{sum(r['wall_seconds'] for r in done.values()):>9.1f}")
+    return "\n".join(lines)

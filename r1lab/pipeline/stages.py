@@ -167,9 +167,12 @@ def run_eval(ctx: StageContext) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------------------ SFT data
 def r1_summary(problem: Any) -> str:
-    """The summary of an R1-format response: states the answer (\\boxed{} for math, the code for code tasks)."""
+    """The summary of an R1-format response: states the answer in the form the family's checker reads
+    (\\boxed{} for math, ``<answer>`` ending the text for countdown's TinyZero rule, the fenced code for code)."""
     if problem.family == "code":
         return f"The answer is:\n{problem.answer}"
+    if problem.family == "countdown":
+        return f"The answer is <answer> {problem.answer} </answer>"
     if problem.lang == "zh":
         return f"答案是 \\boxed{{{problem.answer}}}。"
     return f"The answer is \\boxed{{{problem.answer}}}."

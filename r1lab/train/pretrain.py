@@ -366,7 +366,8 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         if cfg.exact_match > 0 and info.is_main:
             from r1lab.train.quick_eval import exact_match_table
 
-            artifacts["exact_match"] = exact_match_table(raw, tokenizer, cfg.exact_match, device, log=log)
+            probe = raw if not info.enabled else type(raw).from_pretrained(model_dir, device=device)  # FSDP: unsharded
+            artifacts["exact_match"] = exact_match_table(probe, tokenizer, cfg.exact_match, device, log=log)
     artifacts["heldout_loss"] = heldout
     artifacts["wall_s"] = time.time() - t_start
     if info.is_main and not stopped:
