@@ -137,3 +137,14 @@ def test_findings_verdicts():
             dict(row, name="r1", **{"pass@1": 0.3, "cons@k": 0.2, "language_mixing_rate": 0.1})]
     verdicts = [v for _, v, _ in findings(rows)]
     assert verdicts == ["reproduced", "not reproduced", "not reproduced", "reproduced", "not measured"]
+
+
+def test_template_documents_use_the_full_r1_zero_template_on_train_problems_only():
+    from r1lab.data.templates import R1_ZERO_TEMPLATE
+    from r1lab.pipeline.stages import template_documents
+
+    docs = template_documents(10, [1], 0.5, seed=0)
+    assert 10 < len(docs) < 70  # about half of the ~70 train problems
+    head = R1_ZERO_TEMPLATE.split("{question}")[0]
+    assert all(d.startswith(head) and d.rstrip().endswith("</answer>") and "<think>" in d for d in docs)
+    assert template_documents(10, [1], 0.5, seed=0) == docs

@@ -5,8 +5,9 @@ Keys: ``"kind:<kind>"`` applies to every stage of that kind, ``"<stage name>"`` 
 kind's entry). Values are fields of the stage kind's config dataclass (see ``recipes.KINDS``); ``recipes.resolve``
 rejects entries naming no known stage or kind, ``recipes.validate`` unknown fields.
 
-Budget of the cpu preset (seconds on the 2-core reference machine, approximate): tokenizer 10, pretrain ~400,
-student-base ~90, each GRPO stage 60–120, each SFT 30–60, each sampling stage ~30, each eval ~30.
+Budget of the cpu preset (seconds, 2 cores, measured with --threads 1 on a machine shared with other jobs):
+tokenizer 7, pretrain ~630, student-base ~250, GRPO ~2.4 s per step of 32 samples, SFT ~1 s per step, each sampling
+stage ~25, each eval ~30 (84 test problems × (4 samples + greedy)).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ ALL = ["arithmetic", "countdown", "equations", "word", "arithmetic_zh", "word_zh
 EN_ZH = ["arithmetic", "word", "arithmetic_zh", "word_zh"]
 
 _TINY: dict[str, dict[str, Any]] = {
-    "kind:tokenizer": {"n_per_family": 40, "levels": [1], "vocab_size": 300},
+    "kind:tokenizer": {"n_per_family": 40, "levels": [1], "vocab_size": 300, "template_share": 0.1},
     "kind:pretrain": {"preset": "tiny", "steps": 6, "seq_len": 128, "micro_batch": 4, "warmup_steps": 1,
                       "eval_every": 0, "ckpt_every": 2, "exact_match": 0, "corpus_n_per_family": 40,
                       "model_overrides": {"max_position_embeddings": 1024}},
@@ -39,12 +40,12 @@ _TINY: dict[str, dict[str, Any]] = {
 }
 
 _CPU: dict[str, dict[str, Any]] = {
-    "kind:tokenizer": {"n_per_family": 1500, "levels": [1, 2], "vocab_size": 2048},
+    "kind:tokenizer": {"n_per_family": 1500, "levels": [1, 2], "vocab_size": 2048, "template_share": 0.1},
     "kind:pretrain": {"preset": "cpu-demo", "steps": 600, "ckpt_every": 100, "eval_every": 200, "exact_match": 0},
-    "kind:grpo": {"steps": 15, "prompts_per_step": 8, "group_size": 4, "max_new_tokens": 128, "eval_every": 0,
-                  "save_every": 3, "families": ALL, "n_train_per_family": 300, "lr": 2e-4, "log_samples": 2},
-    "kind:sft": {"epochs": 2, "micro_batch": 16, "seq_len": 384, "save_every": 25, "eval_every": 25,
-                 "warmup_steps": 3},
+    "kind:grpo": {"steps": 30, "prompts_per_step": 8, "group_size": 8, "max_new_tokens": 128, "eval_every": 0,
+                  "save_every": 5, "families": ALL, "n_train_per_family": 300, "lr": 3e-4, "log_samples": 2},
+    "kind:sft": {"epochs": 2, "micro_batch": 8, "seq_len": 384, "lr": 1e-3, "save_every": 25, "eval_every": 25,
+                 "warmup_steps": 5},
     "kind:eval": {"n_per_family": 12, "k": 4, "max_tokens": 128},
     "kind:cold_start": {"n_per_family": 12, "k": 4, "max_tokens": 128, "max_response_tokens": 120,
                         "n_worked_per_family": 50},
@@ -52,12 +53,12 @@ _CPU: dict[str, dict[str, Any]] = {
                     "n_non_reasoning": 30},
     "kind:reward_model": {"steps": 40, "n_pairs": 256, "batch_size": 16, "max_len": 192},
     "student-base": {"steps": 250, "model_overrides": {"n_routed_experts": 0, "num_nextn_predict_layers": 0}},
-    "r1-reasoning-rl": {"families": EN_ZH},
-    "r1": {"families": EN_ZH, "steps": 10},
+    "r1-reasoning-rl": {"families": EN_ZH, "steps": 20},
+    "r1": {"families": EN_ZH, "steps": 12},
 }
 
 _GPU: dict[str, dict[str, Any]] = {
-    "kind:tokenizer": {"n_per_family": 4000, "levels": [1, 2, 3], "vocab_size": 4096},
+    "kind:tokenizer": {"n_per_family": 4000, "levels": [1, 2, 3], "vocab_size": 4096, "template_share": 0.1},
     "kind:pretrain": {"preset": "gpu-small", "steps": 3000, "ckpt_every": 500, "eval_every": 500, "micro_batch": 32,
                       "seq_len": 512, "exact_match": 0},
     "kind:grpo": {"steps": 100, "prompts_per_step": 32, "group_size": 8, "max_new_tokens": 256, "eval_every": 20,

@@ -30,7 +30,7 @@ def _cfg(cls: type, ctx: StageContext) -> Any:
 # ------------------------------------------------------------------------------------------------ tokenizer
 @dataclass
 class TokenizerStage:
-    """Built-in corpus + byte-level BPE tokenizer."""
+    """Built-in corpus (+ optional full-template documents) and a byte-level BPE tokenizer."""
 
     n_per_family: int = 1500
     """Train problems per task family and difficulty level in the corpus."""
@@ -38,18 +38,45 @@ class TokenizerStage:
     """Difficulty levels in the corpus."""
     vocab_size: int = 2048
     """Target vocabulary size."""
+    template_share: float = 0.0
+    """Extra documents, as a share of the train problems, written with the FULL R1-Zero template (paper Table 1)
+    followed by ``<think> solution </think> <answer> answer </answer>``. The built-in corpus shows the tag format
+    only after a short "User: … Assistant:" prefix; a tiny base model then answers the long template with noise,
+    every GRPO group scores 0 and R1-Zero cannot start. Deliberate difference from DeepSeek-V3-Base, which never
+    saw this template: without it our R1-Zero stage has no reward signal at all."""
     seed: int = 0
     """Corpus seed."""
 
 
+def template_documents(n_per_family: int, levels: list[int], share: float, seed: int) -> list[str]:
+    """Full-R1-Zero-template documents for a seeded ``share`` of the train problems (train split only)."""
+    from r1lab.data.corpus import train_problems
+    from r1lab.data.templates import r1_zero_prompt
+    from r1lab.tasks import reference_completion
+
+    rng = random.Random(f"template-docs:{seed}")
+    problems = [p for p in train_problems(n_per_family, levels, seed, None) if rng.random() < share]
+    return [f"{r1_zero_prompt(p.prompt)} {reference_completion(p)}" for p in problems]
+
+
 def run_tokenizer(ctx: StageContext) -> dict[str, Any]:
-    from r1lab.train.data import ensure_corpus, ensure_tokenizer
+    from r1lab.data.corpus import build_corpus, write_jsonl_atomic
+    from r1lab.train.data import ensure_tokenizer
 
     c = _cfg(TokenizerStage, ctx)
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
-    corpus = ensure_corpus([], ctx.out_dir, c.n_per_family, list(c.levels), c.seed)
-    tok = ensure_tokenizer(None, corpus, ctx.out_dir, c.vocab_size)
-    return {"corpus": corpus[0], "tokenizer_dir": tok}
+    corpus = ctx.out_dir / "corpus.jsonl"
+    stats = build_corpus(corpus, n_per_family=c.n_per_family, difficulty_levels=list(c.levels), seed=c.seed)
+    extra = template_documents(c.n_per_family, list(c.levels), c.template_share, c.seed) if c.template_share else []
+    if extra:
+        rows = [json.loads(line) for line in corpus.read_text(encoding="utf-8").splitlines() if line.strip()]
+        rows += [{"text": t} for t in extra]
+        random.Random(c.seed).shuffle(rows)
+        write_jsonl_atomic(rows, corpus)
+    print(f"corpus: {stats['documents']:,} documents + {len(extra):,} full-template documents → {corpus}", flush=True)
+    tok = ensure_tokenizer(None, [str(corpus)], ctx.out_dir, c.vocab_size)
+    return {"corpus": str(corpus), "tokenizer_dir": tok, "documents": stats["documents"] + len(extra),
+            "template_documents": len(extra)}
 
 
 # ------------------------------------------------------------------------------------------------ trainers

@@ -1,2 +1,3 @@
-"""Training stages: optimizer + schedules (``optim``), checkpoints/resume (``loop``), metrics (``metrics``),
-data parallelism (``distributed``), pretraining (``pretrain``), context extension (``context``)."""
+"""Training stages and their shared pieces: optimizer + schedules (``optim``), checkpoints/resume (``loop``), metrics
+(``metrics``), data parallelism (``distributed``), pretraining data (``data``), pretraining (``pretrain``), the
+base-model exact-match probe (``quick_eval``), context extension (``context``), SFT (``sft``)."""
