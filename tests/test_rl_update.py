@@ -101,3 +101,25 @@ def test_two_gloo_processes_match_one_process():
     assert got["loss"] == pytest.approx(s1["loss"], abs=1e-6)
     for k, p in single.named_parameters():
         assert torch.allclose(got["params"][k], p, atol=1e-6), k
+
+
+def test_update_raises_logprob_of_positive_advantage_completions():
+    from r1lab.rl.logprobs import completion_logprobs
+
+    batch = fixed_batch()
+    model = tiny_model()
+    adv = group_advantages(batch.rewards_N, G)
+
+    def mean_logp():
+        with torch.no_grad():
+            lp = completion_logprobs(model, batch.input_ids_NS, batch.attention_mask_NS, T).logp_NT
+        return (lp * batch.completion_mask_NT).sum(1) / batch.completion_mask_NT.sum(1)
+
+    before = mean_logp()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    trainer_old = UpdateSettings(**{**SETTINGS.__dict__, "old_logprobs": "trainer"})
+    for _ in range(3):
+        policy_update(model, opt, batch, adv, trainer_old)
+    delta = mean_logp() - before
+    pos, neg = adv.advantages_N > 0, adv.advantages_N < 0
+    assert delta[pos].mean() > 0 > delta[neg].mean()

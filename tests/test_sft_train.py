@@ -36,7 +36,7 @@ def data_file(tmp_path_factory):
 
 def test_loss_mask_trains_response_tokens_only(tokenizer_dir, data_file):
     from r1lab.data.tokenizer import load_tokenizer
-    from r1lab.rl.models import model_from_preset
+    from r1lab.train.models import model_from_preset
 
     tok = load_tokenizer(tokenizer_dir)
     cfg = SFTConfig(data=data_file, template="r1-zero", seq_len=512, eval_frac=0.0)

@@ -11,7 +11,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from train_helpers import make_env, tiny_config
 
-from r1lab.train.quick_eval import exact_match_table, final_answer, generate_greedy, greedy_generate, prompt_prefix
+from r1lab.train.quick_eval import (
+    exact_match_table,
+    final_answer,
+    generate_greedy,
+    greedy_generate,
+    prompt_prefix,
+)
 
 
 def test_engine_and_plain_greedy_agree_and_table_runs(tmp_path):

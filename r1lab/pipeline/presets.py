@@ -5,9 +5,10 @@ Keys: ``"kind:<kind>"`` applies to every stage of that kind, ``"<stage name>"`` 
 kind's entry). Values are fields of the stage kind's config dataclass (see ``recipes.KINDS``); ``recipes.resolve``
 rejects entries naming no known stage or kind, ``recipes.validate`` unknown fields.
 
-Budget of the cpu preset (seconds, 2 cores, measured with --threads 1 on a machine shared with other jobs):
-tokenizer 7, pretrain ~630, student-base ~250, GRPO ~2.4 s per step of 32 samples, SFT ~1 s per step, each sampling
-stage ~25, each eval ~30 (84 test problems × (4 samples + greedy)).
+Measured (2 cores shared with other jobs, load 5–10, ``--threads 1``; 2026-11-24): tokenizer 7 s, pretrain 628 s,
+student-base 221 s, GRPO 5–11 s per step of 64 samples (r1-zero 327 s, r1-reasoning-rl 160 s, r1 51 s, rl-only
+148 s), SFT 5–18 s, sampling stages 24–51 s, evals 15–34 s each (84 test problems × (4 samples + greedy));
+≈ 31 min in total under that load — the ≤ 20-minute target on an idle machine is not verified.
 """
 
 from __future__ import annotations

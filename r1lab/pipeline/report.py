@@ -92,7 +92,7 @@ def findings(rows: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
     by = {r["name"]: r for r in rows}
 
     def get(name: str, key: str) -> float | None:
-        return by[name][key] if name in by else None
+        return round(by[name][key], 3) if name in by else None
 
     def verdict(ok: bool | None) -> str:
         return "not measured" if ok is None else ("reproduced" if ok else "not reproduced")
@@ -197,6 +197,12 @@ def render_markdown(data: dict[str, Any], plots: dict[str, str], note: str = "")
         notes = ", ".join(f"{k}={_fmt(v)}" for k, v in art.items()
                           if isinstance(v, int | float) and not isinstance(v, bool))[:160]
         lines.append(f"| {name} | {spec['kind']} | {_fmt(rec['wall_seconds'], 1) if rec else 'not done'} | {notes} |")
+    caveats = [f"`{name}` kept {rec['artifacts']['kept']} sampled responses and was topped up with "
+               f"{rec['artifacts']['topped_up']} worked task solutions (rewritten into the R1 format)"
+               for name, rec in done.items() if rec["artifacts"].get("topped_up")]
+    if caveats:
+        lines += ["", "Data caveats: " + "; ".join(caveats) + ". SFT on these stages therefore learns mostly from "
+                  "reference solutions, not from the model's own samples."]
     total = sum(r["wall_seconds"] for r in done.values())
     lines += ["", f"Total wall time of finished stages: {total:.0f} s.", "", "## Plots", ""]
     for title, file in plots.items():

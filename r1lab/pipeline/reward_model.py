@@ -176,7 +176,7 @@ class RewardModel(nn.Module):
         return torch.cat(chosen), torch.cat(rejected)
 
     def save(self, out_dir: str | Path) -> None:
-        from r1lab.rl.models import save_causal_lm
+        from r1lab.train.models import save_causal_lm
 
         out = Path(out_dir)
         save_causal_lm(self.backbone, out / "backbone", self.tokenizer)
@@ -187,7 +187,7 @@ class RewardModel(nn.Module):
     def load(cls, directory: str | Path, device: str = "auto") -> RewardModel:
         from r1lab.data.tokenizer import load_tokenizer
         from r1lab.pipeline.generation import resolve_device
-        from r1lab.rl.models import load_causal_lm
+        from r1lab.train.models import load_causal_lm
 
         device = resolve_device(device)
         d = Path(directory)
@@ -261,7 +261,7 @@ class RewardModelStage:
 def run_reward_model(ctx: Any) -> dict[str, Any]:
     """Pipeline stage: pairs from the ``data`` input's rows, backbone = the ``model`` input, save to out_dir/model."""
     from r1lab.data.tokenizer import load_tokenizer
-    from r1lab.rl.models import load_causal_lm
+    from r1lab.train.models import load_causal_lm
 
     c = RewardModelStage(**ctx.config)
     rows = [json.loads(line) for line in Path(ctx.inputs["data"]["data"]).read_text(encoding="utf-8").splitlines()

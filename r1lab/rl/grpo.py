@@ -23,6 +23,9 @@ Every way this differs from DeepSeekMath / R1 GRPO:
 9. Rewards: accuracy + weighted format (+ language consistency, + user rewards), summed; the paper gives no weights.
 10. A NaN/inf loss or gradient skips the optimizer step (logged), which the paper does not discuss.
 11. Prompts are drawn in epochs from a seeded permutation of the built-in train split (or a JSONL file).
+12. Besides the paper's R1-Zero template, "r1-zero-short" keeps only its "User: …. Assistant:" frame: tiny base
+    models pretrained on the built-in corpus (which shows that frame, without the long preamble) get no reward
+    at all under the full 183-token template, hence no gradient.
 
 Legend: N = B·G completions on this rank.
 """
@@ -42,13 +45,13 @@ import torch
 from r1lab.rl.advantage import group_advantages
 from r1lab.rl.loss import AGGREGATIONS
 from r1lab.rl.metrics import reflection_rate
-from r1lab.rl.models import frozen_copy
+from r1lab.train.models import frozen_copy
 from r1lab.rl.rollout import RolloutBatch, reward_functions, rollout
 from r1lab.rl.sampler import make_sampler
 from r1lab.rl.update import UpdateSettings, all_reduce_sum, policy_update, reference_logprobs
 
 log = logging.getLogger(__name__)
-TEMPLATES = ("r1-zero", "r1")
+TEMPLATES = ("r1-zero", "r1-zero-short", "r1")
 
 
 @dataclass
@@ -65,9 +68,9 @@ class GRPOConfig:
     """Output directory: metrics.jsonl, samples.jsonl, checkpoints/, final/."""
     steps: int = 60
     """Number of GRPO steps (each: one rollout batch, μ optimizer updates)."""
-    prompts_per_step: int = 16
+    prompts_per_step: int = 8
     """B: prompts per step, over all ranks (must be divisible by the world size)."""
-    group_size: int = 8
+    group_size: int = 16
     """G: samples per prompt (>= 2)."""
     inner_updates: int = 1
     """μ: policy updates per rollout batch (DeepSeekMath's GRPO iterations over the same samples)."""
@@ -91,7 +94,7 @@ class GRPOConfig:
     """Exclude completions cut at max_new_tokens from the loss (DAPO overlong filtering)."""
     old_logprobs: str = "trainer"
     """π_old source: "trainer" (log-probs before the first update) or "engine" (the sampler's)."""
-    lr: float = 2e-4
+    lr: float = 1e-3
     """Peak learning rate (AdamW)."""
     weight_decay: float = 0.0
     """AdamW weight decay."""
@@ -113,7 +116,9 @@ class GRPOConfig:
     top_p: float = 1.0
     """Nucleus sampling for rollouts."""
     template: str = "r1-zero"
-    """Prompt template: "r1-zero" (paper Table 1) or "r1" (chat template, response forced to start in <think>)."""
+    """Prompt template: "r1-zero" (paper Table 1), "r1-zero-short" (only its closing "User: {q}. Assistant:" frame,
+    no preamble — the form the built-in pretraining corpus shows), or "r1" (chat template, response starts in
+    <think>)."""
     families: list[str] = field(default_factory=lambda: ["arithmetic", "word"])
     """Built-in task families for training and evaluation (ignored when tasks_jsonl is set)."""
     difficulty: int = 1
@@ -203,6 +208,8 @@ def encode_prompts(problems: list, tokenizer, template: str) -> list[list[int]]:
     for p in problems:
         if template == "r1-zero":
             out.append(tokenizer.encode(r1_zero_prompt(p.prompt), add_bos=True))
+        elif template == "r1-zero-short":
+            out.append(tokenizer.encode(f"User: {p.prompt}. Assistant:", add_bos=True))
         else:
             ids = tokenizer.encode(r1_chat_prompt(p.prompt, tokenizer))
             out.append(ids if tokenizer.bos_id is None or ids[:1] == [tokenizer.bos_id] else [tokenizer.bos_id, *ids])

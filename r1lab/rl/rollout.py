@@ -56,7 +56,7 @@ def _language(completion: str, problem) -> float:
     return float(language_consistency(cot, getattr(problem, "lang", "en")))
 
 
-FORMAT_REWARDS: dict[str, RewardFn] = {"r1-zero": _format_r1_zero, "r1": _format_r1}
+FORMAT_REWARDS: dict[str, RewardFn] = {"r1-zero": _format_r1_zero, "r1-zero-short": _format_r1_zero, "r1": _format_r1}
 
 
 def load_user_reward(spec: str) -> RewardFn:

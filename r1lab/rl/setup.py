@@ -17,8 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from r1lab.rl.models import (frozen_copy, load_causal_lm, model_from_preset, resolve_device, resolve_dtype,
-                             save_causal_lm)
+from r1lab.train.models import (frozen_copy, load_causal_lm, load_tokenizer_for, model_from_preset, resolve_device,
+                                resolve_dtype, save_causal_lm)
 
 RESUME_IGNORED = frozenset({"steps", "resume", "eval_every", "save_every", "keep_last", "log_samples", "max_minutes",
                             "threads", "sampler", "device"})
@@ -78,15 +78,6 @@ def _barrier() -> None:
 
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         dist.barrier()
-
-
-def load_tokenizer_for(cfg) -> Any:
-    from r1lab.data.tokenizer import load_tokenizer
-
-    source = cfg.tokenizer or cfg.model
-    if not source:
-        raise ValueError("tokenizer: give --tokenizer DIR (or --model DIR holding a tokenizer)")
-    return load_tokenizer(source)
 
 
 def setup_run(cfg) -> Run:

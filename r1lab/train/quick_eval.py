@@ -99,7 +99,7 @@ def generate_greedy(model, tokenizer, prompts: list[list[int]], max_new_tokens: 
     try:
         from r1lab.engine import LLM, SamplingParams
     except ImportError:
-        LLM = None  # noqa: N806
+        LLM = None
     if LLM is not None:
         width = max(len(p) for p in prompts) + max_new_tokens + 1
         engine = LLM(model, tokenizer=tokenizer, max_batch_size=min(len(prompts), 64), max_model_len=width)

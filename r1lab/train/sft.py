@@ -222,7 +222,7 @@ def build_datasets(cfg: SFTConfig, tokenizer, packed_attention: bool):
 def prepare_model(cfg: SFTConfig, tokenizer, device, dtype):
     """(model, is_ours): loaded or fresh, LoRA-wrapped (HF + lora_r > 0) and FP8-converted as asked."""
     from r1lab.model import DeepSeekV3ForCausalLM
-    from r1lab.rl.models import load_causal_lm, model_from_preset
+    from r1lab.train.models import load_causal_lm, model_from_preset
 
     if cfg.model:
         model = load_causal_lm(cfg.model, device, dtype)
@@ -287,8 +287,7 @@ def eval_loss(model, data, cfg: SFTConfig, ours: bool, device) -> float:
 def run_sft(cfg: SFTConfig) -> dict[str, Any]:
     """Fine-tunes; returns {"out_dir", "final_dir", "steps", "train_loss", "eval_loss", "eval_loss_first", ...}."""
     from r1lab.data.packing import batches, num_batches
-    from r1lab.rl.models import resolve_device, resolve_dtype, save_causal_lm
-    from r1lab.rl.setup import load_tokenizer_for
+    from r1lab.train.models import load_tokenizer_for, resolve_device, resolve_dtype, save_causal_lm
     from r1lab.train.loop import (ResumeMismatchError, TRAIN_CONFIG_FILE, config_diff, latest_checkpoint,
                                   load_training_state, rng_state, save_checkpoint, seed_everything, set_rng_state)
     from r1lab.train.metrics import MetricsLogger
@@ -387,7 +386,7 @@ def _load_weights(model, ckpt: Path) -> None:
 
         set_peft_model_state_dict(model, load_file(str(ckpt / "adapter" / "adapter_model.safetensors")))
         return
-    from r1lab.rl.models import load_causal_lm
+    from r1lab.train.models import load_causal_lm
 
     loaded = load_causal_lm(ckpt, next(model.parameters()).device, next(model.parameters()).dtype)
     model.load_state_dict(loaded.state_dict())

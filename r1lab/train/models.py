@@ -85,3 +85,13 @@ def frozen_copy(model: nn.Module) -> nn.Module:
     for p in ref.parameters():
         p.requires_grad_(False)
     return ref
+
+
+def load_tokenizer_for(cfg) -> "object":
+    """The tokenizer of a stage config: ``cfg.tokenizer`` if given, else the one saved beside ``cfg.model``."""
+    from r1lab.data.tokenizer import load_tokenizer
+
+    source = getattr(cfg, "tokenizer", None) or getattr(cfg, "model", None)
+    if not source:
+        raise ValueError("tokenizer: give --tokenizer DIR (or --model DIR holding a tokenizer)")
+    return load_tokenizer(source)
