@@ -184,6 +184,8 @@ def test_unknown_model_type_and_preset(tmp_path):
         DeepSeekV3Config.from_pretrained(tmp_path)
     with pytest.raises(ConfigError, match="unknown preset"):
         DeepSeekV3Config.from_preset("nope")
+    with pytest.raises(ConfigError, match="no such model directory"):
+        DeepSeekV3Config.from_pretrained(tmp_path / "missing")
     (tmp_path / "config.json").write_text('{"model_type": "deepseek_v3",\n "hidden_size": }')
     with pytest.raises(ConfigError, match=r"config.json:2"):
         DeepSeekV3Config.from_pretrained(tmp_path)

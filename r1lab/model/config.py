@@ -253,7 +253,9 @@ class DeepSeekV3Config:
             return cls.from_json_file(path / "config.json")
         if path.suffix == ".json":
             return cls.from_json_file(path)
-        return cls.from_preset(str(path))
+        if str(path) in list_presets():
+            return cls.from_preset(str(path))
+        raise ConfigError(f"{path}: no such model directory (and not a preset: {', '.join(list_presets())})")
 
     @classmethod
     def from_preset(cls, name: str) -> "DeepSeekV3Config":
