@@ -20,7 +20,7 @@ import os
 import sys
 from pathlib import Path
 
-from ..data.stream import CorpusError, iter_lines
+from ..data.stream import CorpusError, iter_json_objects
 from ..data.templates import r1_chat_prompt, r1_zero_prompt
 
 
@@ -48,14 +48,8 @@ def add_arguments(p) -> None:
 def read_prompts(path: str | Path) -> list[dict]:
     """Rows of a JSONL prompt file; errors name file:line."""
     rows = []
-    for lineno, line in iter_lines(path):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise CorpusError(path, lineno, f"invalid JSON: {err.msg} (column {err.colno})") from None
-        if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
+    for row, lineno in iter_json_objects(path):
+        if not isinstance(row.get("prompt"), str):
             raise CorpusError(path, lineno, 'expected an object with a string field "prompt"')
         rows.append(row)
     if not rows:

@@ -68,16 +68,25 @@ def iter_lines(path: str | Path) -> Iterator[tuple[int, str]]:
             yield lineno, line
 
 
-def _iter_jsonl(path: Path, text_field: str) -> Iterator[tuple[str, int]]:
+def iter_json_objects(path: str | Path, skip_comments: bool = False) -> Iterator[tuple[dict, int]]:
+    """(row, line number) for every non-blank line of a JSONL file; strict UTF-8; invalid JSON or a non-object row →
+    CorpusError naming file:line. Every JSONL reader of the project (corpora, prompts, SFT rows, task files,
+    benchmarks) goes through here. ``skip_comments`` also skips lines starting with ``#``."""
     for lineno, line in iter_lines(path):
-        if not line.strip():
+        text = line.strip()
+        if not text or (skip_comments and text.startswith("#")):
             continue
         try:
-            row = json.loads(line)
+            row = json.loads(text)
         except json.JSONDecodeError as err:
             raise CorpusError(path, lineno, f"invalid JSON: {err.msg} (column {err.colno})") from None
         if not isinstance(row, dict):
             raise CorpusError(path, lineno, f"expected a JSON object, got {type(row).__name__}")
+        yield row, lineno
+
+
+def _iter_jsonl(path: Path, text_field: str) -> Iterator[tuple[str, int]]:
+    for row, lineno in iter_json_objects(path):
         if text_field not in row:
             keys = ", ".join(sorted(map(str, row))) or "none"
             raise CorpusError(path, lineno, f"missing field {text_field!r} (fields: {keys})")

@@ -20,7 +20,6 @@ Definitions (deliberate, documented choices):
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -246,6 +245,7 @@ def load_benchmark(path: str | Path, fmt: str, limit: int | None = None) -> list
 
     Bad rows raise ValueError naming file:line and the field.
     """
+    from r1lab.data.stream import iter_json_objects
     from r1lab.rewards.math import extract_answer
     from r1lab.tasks import Problem
     from r1lab.tasks.base import content_uid
@@ -256,28 +256,21 @@ def load_benchmark(path: str | Path, fmt: str, limit: int | None = None) -> list
         raise ValueError(f"unknown benchmark format {fmt!r}; known: {', '.join(fields)}")
     q_field, a_field = fields[fmt]
     problems = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{where}: invalid JSON ({err.msg})") from None
-            for key in (q_field, a_field):
-                if not isinstance(row.get(key), str) or not row[key].strip():
-                    raise ValueError(f"{where}: missing or empty field {key!r} ({fmt} format)")
-            gold = extract_answer(row[a_field])
-            if gold is None:
-                what = "'#### <answer>'" if fmt == "gsm8k" else "a \\boxed{} answer"
-                raise ValueError(f"{where}: field {a_field!r} has no {what}")
-            question = row[q_field]
-            problems.append(Problem(
-                family="math",
-                uid=content_uid("math", f"{question}\x1f{gold}"), prompt=question, answer=gold,
-                solution=row[a_field], lang="zh" if cjk_fraction(question) > 0.5 else "en",
-                difficulty=1, meta={"source": f"{Path(path).name}:{lineno}"}))
-            if limit is not None and len(problems) >= limit:
-                break
+    for row, lineno in iter_json_objects(path):
+        where = f"{path}:{lineno}"
+        for key in (q_field, a_field):
+            if not isinstance(row.get(key), str) or not row[key].strip():
+                raise ValueError(f"{where}: missing or empty field {key!r} ({fmt} format)")
+        gold = extract_answer(row[a_field])
+        if gold is None:
+            what = "'#### <answer>'" if fmt == "gsm8k" else "a \\boxed{} answer"
+            raise ValueError(f"{where}: field {a_field!r} has no {what}")
+        question = row[q_field]
+        problems.append(Problem(
+            family="math",
+            uid=content_uid("math", f"{question}\x1f{gold}"), prompt=question, answer=gold,
+            solution=row[a_field], lang="zh" if cjk_fraction(question) > 0.5 else "en",
+            difficulty=1, meta={"source": f"{Path(path).name}:{lineno}"}))
+        if limit is not None and len(problems) >= limit:
+            break
     return problems

@@ -42,7 +42,7 @@ _TINY: dict[str, dict[str, Any]] = {
 
 _CPU: dict[str, dict[str, Any]] = {
     "kind:tokenizer": {"n_per_family": 1500, "levels": [1, 2], "vocab_size": 2048, "template_share": 0.1},
-    "kind:pretrain": {"preset": "cpu-demo", "steps": 600, "ckpt_every": 100, "eval_every": 200, "exact_match": 0},
+    "kind:pretrain": {"preset": "cpu-demo", "steps": 1400, "ckpt_every": 100, "eval_every": 200, "exact_match": 0},
     "kind:grpo": {"steps": 30, "prompts_per_step": 8, "group_size": 8, "max_new_tokens": 128, "eval_every": 0,
                   "save_every": 5, "families": ALL, "n_train_per_family": 300, "lr": 3e-4, "log_samples": 2},
     "kind:sft": {"epochs": 2, "micro_batch": 8, "seq_len": 384, "lr": 1e-3, "save_every": 25, "eval_every": 25,
@@ -53,7 +53,7 @@ _CPU: dict[str, dict[str, Any]] = {
     "kind:reject": {"n_per_family": 16, "k": 4, "max_tokens": 128, "max_response_tokens": 120, "min_rows": 200,
                     "n_non_reasoning": 30},
     "kind:reward_model": {"steps": 40, "n_pairs": 256, "batch_size": 16, "max_len": 192},
-    "student-base": {"steps": 250, "model_overrides": {"n_routed_experts": 0, "num_nextn_predict_layers": 0}},
+    "student-base": {"steps": 500, "model_overrides": {"n_routed_experts": 0, "num_nextn_predict_layers": 0}},
     "r1-reasoning-rl": {"families": EN_ZH, "steps": 20},
     "r1": {"families": EN_ZH, "steps": 12},
 }

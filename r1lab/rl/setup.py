@@ -9,7 +9,6 @@ LR schedule, RNG states and the step; a config that differs in a training-releva
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any

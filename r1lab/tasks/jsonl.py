@@ -93,19 +93,10 @@ def problem_from_dict(row: dict, where: str = "row") -> Problem:
 
 def load_tasks_jsonl(path: str | os.PathLike) -> list[Problem]:
     """Read a JSONL task file (user rows or saved problems); errors name file:line."""
-    problems = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            text = line.strip()
-            if not text or text.startswith("#"):
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                row = json.loads(text)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{where}: invalid JSON ({err.msg} at column {err.colno})") from None
-            problems.append(problem_from_dict(row, where))
-    return problems
+    from r1lab.data.stream import iter_json_objects
+
+    return [problem_from_dict(row, f"{path}:{lineno}")
+            for row, lineno in iter_json_objects(path, skip_comments=True)]
 
 
 def save_problems_jsonl(problems: list[Problem], path: str | os.PathLike) -> Path:

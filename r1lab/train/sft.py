@@ -114,25 +114,18 @@ class SFTConfig:
 # ------------------------------------------------------------------------------------------------ data
 def read_rows(path: str | Path) -> list[tuple[dict, str]]:
     """(row, "file:line") for every non-blank line; invalid JSON or a row of the wrong shape → ValueError."""
+    from r1lab.data.stream import iter_json_objects
+
     rows = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{where}: invalid JSON ({err.msg})") from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{where}: expected a JSON object, got {type(row).__name__}")
-            if "messages" in row:
-                if not isinstance(row["messages"], list) or not row["messages"]:
-                    raise ValueError(f"{where}: 'messages' must be a non-empty list")
-            elif not (isinstance(row.get("prompt"), str) and isinstance(row.get("response"), str)):
-                raise ValueError(f"{where}: needs string fields 'prompt' and 'response', or 'messages'; "
-                                 f"got keys {sorted(row)}")
-            rows.append((row, where))
+    for row, lineno in iter_json_objects(path):
+        where = f"{path}:{lineno}"
+        if "messages" in row:
+            if not isinstance(row["messages"], list) or not row["messages"]:
+                raise ValueError(f"{where}: 'messages' must be a non-empty list")
+        elif not (isinstance(row.get("prompt"), str) and isinstance(row.get("response"), str)):
+            raise ValueError(f"{where}: needs string fields 'prompt' and 'response', or 'messages'; "
+                             f"got keys {sorted(row)}")
+        rows.append((row, where))
     if not rows:
         raise ValueError(f"{path}: no rows")
     return rows
