@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 
@@ -52,7 +53,15 @@ def main(argv: list[str] | None = None) -> int:
     if extra and not getattr(args._module, "ACCEPTS_OVERRIDES", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.overrides = extra
-    return int(args._module.main(args) or 0)
+    try:
+        return int(args._module.main(args) or 0)
+    except (ValueError, FileNotFoundError, RuntimeError) as err:
+        # Bad input (config, overrides, corpus file:line, checkpoint mismatch) → one clear line, exit 2.
+        # Set R1LAB_DEBUG=1 to see the traceback.
+        if os.environ.get("R1LAB_DEBUG"):
+            raise
+        print(f"r1lab {args.command}: error: {err}  (R1LAB_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
