@@ -50,12 +50,3 @@ def test_layers_only_import_upwards():
                 bad.append(f"{module} ({own}) imports {imported} ({other})")
     assert bad == [], "\n".join(bad)
 
-
-def test_cli_bad_input_is_one_clear_line():
-    import subprocess
-    import sys
-
-    out = subprocess.run([sys.executable, "-m", "r1lab", "info", "--model", "/no/such/dir"], capture_output=True,
-                         text=True)
-    assert out.returncode == 2
-    assert "no such model directory" in out.stderr and "Traceback" not in out.stderr
