@@ -87,7 +87,9 @@ def _worker(rank: int, world: int, init_file: str, out_file: str) -> None:
     if rank == 0:
         torch.save({"params": dict(model.named_parameters()), "loss": stats["loss"]}, out_file)
     dist.barrier()
-    dist.destroy_process_group()
+    # Exit without running C++ destructors: gloo's store thread can abort at interpreter shutdown ("terminate called
+    # without an active exception", SIGABRT) at random, which would fail this test for a reason unrelated to GRPO.
+    os._exit(0)
 
 
 def test_two_gloo_processes_match_one_process():
