@@ -15,12 +15,10 @@ from __future__ import annotations
 NAME = "generate"
 HELP = "sample completions for a JSONL file of prompts (vLLM-like engine)"
 
-import json
-import os
 import sys
 from pathlib import Path
 
-from ..data.stream import CorpusError, iter_json_objects
+from ..data.stream import CorpusError, iter_json_objects, write_jsonl_atomic
 from ..data.templates import r1_chat_prompt, r1_zero_prompt
 
 
@@ -65,15 +63,6 @@ def apply_template(name: str, question: str, tokenizer) -> str:
     return question
 
 
-def write_jsonl_atomic(path: str | Path, rows: list[dict]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-    os.replace(tmp, path)
-
-
 def main(args) -> int:
     from ..engine import LLM, SamplingParams
 
@@ -99,7 +88,7 @@ def main(args) -> int:
                "finish_reasons": [c.finish_reason for c in out.outputs],
                "num_tokens": [len(c.token_ids) for c in out.outputs]}
               for row, text, out in zip(rows, texts, outs)]
-    write_jsonl_atomic(args.out, result)
+    write_jsonl_atomic(result, args.out)
     s = llm.stats
     extra = f", acceptance {s.acceptance_rate:.2f}, mean accepted length {s.mean_accepted_length:.2f}" \
         if s.acceptance_rate is not None else ""

@@ -23,14 +23,12 @@ leak a val/test answer. Nothing is copied from external text; every sentence com
 
 from __future__ import annotations
 
-import json
 import os
 import random
-import tempfile
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
+from r1lab.data.stream import write_jsonl_atomic  # re-exported: stages import it from here
 from r1lab.tasks import Problem, make_split, split_of
 from r1lab.tasks.base import content_uid
 
@@ -150,22 +148,6 @@ def train_problems(n_per_family: int, difficulty_levels: Sequence[int], seed: in
                 seen.add(p.uid)
                 out.append(p)
     return out
-
-
-def write_jsonl_atomic(rows: list[dict], out_path: str | os.PathLike) -> Path:
-    """Write rows as JSONL via a temp file in the same folder and an atomic rename."""
-    path = Path(out_path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            for row in rows:
-                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    return path
 
 
 def build_corpus(out_path: str | os.PathLike, n_per_family: int = 200, difficulty_levels: Sequence[int] = (1, 2),

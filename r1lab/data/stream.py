@@ -196,3 +196,30 @@ def tokenize_documents(
     for batch in _chunks(texts, batch_size):
         for ids in tokenizer.encode_batch(batch, add_bos=add_bos):
             yield ids + tail
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write ``text`` via a temp file in the same folder (fsynced) and an atomic rename: a reader never sees half a
+    file, and a kill leaves the old file intact."""
+    import os
+    import tempfile
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def write_jsonl_atomic(rows, path: str | Path) -> Path:
+    """Rows (dicts) as JSONL, atomically (``write_text_atomic``)."""
+    return write_text_atomic(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -37,19 +36,9 @@ class RunDirMismatch(ValueError):
 
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write JSON via a temp file in the same folder and an atomic rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, default=str)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    from r1lab.data.stream import write_text_atomic
+
+    write_text_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
 def describe_mismatch(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:

@@ -11,9 +11,7 @@ file:line and the field. Blank lines and lines starting with "#" are skipped.
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -101,15 +99,6 @@ def load_tasks_jsonl(path: str | os.PathLike) -> list[Problem]:
 
 def save_problems_jsonl(problems: list[Problem], path: str | os.PathLike) -> Path:
     """Write problems as JSONL atomically (temp file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            for p in problems:
-                fh.write(json.dumps(problem_to_dict(p), ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    return path
+    from r1lab.data.stream import write_jsonl_atomic
+
+    return write_jsonl_atomic((problem_to_dict(p) for p in problems), path)
