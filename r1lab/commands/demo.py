@@ -54,6 +54,9 @@ def main(args) -> int:
         ours, reloaded = model(ids).logits, again(ids).logits
         print(f"reload max |Δlogits| = {(ours - reloaded).abs().max().item():.2e}")
         from transformers import AutoModelForCausalLM
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()  # transformers lists our MTP tensors as "unexpected": it drops MTP by design
         hf = AutoModelForCausalLM.from_pretrained(out_dir, dtype=torch.float32).eval()
         diff = (hf(ids).logits - ours).abs().max().item()
     print(f"transformers AutoModelForCausalLM max |Δlogits| = {diff:.2e} ({'OK' if diff < 1e-4 else 'MISMATCH'})")
