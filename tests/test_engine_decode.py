@@ -13,13 +13,7 @@ from r1lab.engine.sampler import RowParams, processed_probs
 from r1lab.model import DeepSeekV3Config, DeepSeekV3ForCausalLM
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny matmuls: one intra-op thread avoids thread-pool contention on small shared CI machines."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -14,13 +14,7 @@ PERIOD = [10, 20, 30, 40, 50, 60, 70]
 PROMPTS = [[10, 20, 30], [40, 50], [70, 10, 20, 30, 40], [60], [33, 44, 55, 66]]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny matmuls: one intra-op thread avoids thread-pool contention on small shared CI machines."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _train_periodic(depths: int, steps: int) -> DeepSeekV3ForCausalLM:

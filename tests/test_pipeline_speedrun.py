@@ -36,7 +36,7 @@ def run_killed_then_resumed(out: Path, recipe: str, kill_when: Path, timeout: fl
         if time.time() - t0 > timeout:
             os.killpg(proc.pid, signal.SIGKILL)
             raise AssertionError("kill point never reached")
-        time.sleep(0.1)
+        time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     stage_dir = kill_when.parent.parent
@@ -63,7 +63,8 @@ def test_tiny_r1_zero_killed_in_grpo_resumes_and_finishes(tmp_path):
 @pytest.mark.slow
 def test_tiny_full_speedrun_killed_in_pretrain_resumes_and_reports(tmp_path):
     out = tmp_path / "run"
-    run_killed_then_resumed(out, "speedrun", out / "pretrain" / "checkpoints" / "step-000002")
+    # any pretraining checkpoint: older ones are pruned quickly (keep_last), so a fixed step can be missed
+    run_killed_then_resumed(out, "speedrun", out / "pretrain" / "checkpoints" / "step-*")
     results = json.loads((out / "results.json").read_text())
     names = [s["name"] for s in results["stages"]]
     for name in ("base", "r1-zero", "r1", "distill-student", "rl-only-student"):

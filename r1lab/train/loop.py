@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
+
 STEP_PREFIX = "step-"
 TMP_PREFIX = "ckpt.tmp-"
 STATE_FILE = "training_state.pt"
@@ -83,22 +84,6 @@ def fsync_tree(path: Path) -> None:
             with open(Path(root) / name, "rb+") as fh:
                 os.fsync(fh.fileno())
         _fsync_dir(Path(root))
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write a text file via a temp file in the same folder, fsync and rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_training_state(path: str | os.PathLike, state: Mapping[str, Any]) -> None:
