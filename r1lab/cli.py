@@ -55,8 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     args.overrides = extra
     try:
         return int(args._module.main(args) or 0)
-    except (ValueError, FileNotFoundError, RuntimeError) as err:
-        # Bad input (config, overrides, corpus file:line, checkpoint mismatch) → one clear line, exit 2.
+    except (ValueError, OSError, RuntimeError) as err:
+        # Bad input (config, overrides, corpus file:line, checkpoint mismatch, an output path that is a file, an
+        # unreadable file) → one clear line, exit 2.
         # Set R1LAB_DEBUG=1 to see the traceback.
         if os.environ.get("R1LAB_DEBUG"):
             raise

@@ -30,8 +30,8 @@ def test_valid_jsonl_and_stats(corpus):
     assert stats["path"] == str(path) and stats["documents"] == len(rows)
     assert all(set(r) == {"text"} and isinstance(r["text"], str) and r["text"].strip() for r in rows)
     assert sum(stats["by_kind"].values()) == len(rows)
-    assert set(stats["by_kind"]) == {"direct", "worked", "r1zero", "plain"}
-    assert stats["problems"] == len(rows) - stats["by_kind"]["plain"]
+    assert set(stats["by_kind"]) == {"direct", "worked", "r1zero", "r1zero_answer", "plain", "facts"}
+    assert stats["problems"] == len(rows) - stats["by_kind"]["plain"] - stats["by_kind"]["facts"]
     assert stats["chars_total"] == sum(len(r["text"]) for r in rows)
     assert not [f for f in path.parent.iterdir() if f.name.endswith(".tmp")]
 
@@ -44,6 +44,8 @@ def test_document_shapes_and_both_languages(corpus):
                for t in texts)
     assert any(re.fullmatch(r"User: .+\. Assistant: <think> .+ </think> <answer> .+ </answer>", t, re.DOTALL)
                for t in texts)
+    assert any(re.fullmatch(r"User: .+\. Assistant: <think> The answer is \S+\. </think> <answer> .+ </answer>", t,
+                            re.DOTALL) for t in texts)  # r1zero_answer: the answer sentence only
     assert any(t.startswith("问题：") for t in texts)
     assert sum(cjk_fraction(t) > 0.9 for t in texts) > 0.1 * len(texts)
 
@@ -100,3 +102,17 @@ def test_mix_validation_and_render_errors():
         render(make_split("train", 1, 1, ["word"])[0], "poem")
     with pytest.raises(ValueError, match="difficulty_levels"):
         build_corpus("/tmp/never.jsonl", 1, ())
+
+
+def test_facts_documents_are_true_one_digit_facts(corpus):
+    """Every drill sentence "a op b [op c] = r." is arithmetically right; no arithmetic task problem is a fact."""
+    _, stats, rows = corpus
+    facts = [r["text"] for r in rows if re.fullmatch(r"(\d+ [-+*/] \d+( [-+*] \d+)? = \d+\. ?)+", r["text"])]
+    assert len(facts) == stats["by_kind"]["facts"] > 0
+    sentences = [s for doc in facts for s in doc.split(". ") if s]
+    for sentence in sentences:
+        lhs, rhs = sentence.rstrip(".").split(" = ")
+        assert eval(lhs) == int(rhs), sentence  # noqa: S307 - digits and operators only (regex above)
+    # one-digit columns (+ carries/borrows up to 18) and divisions of the times table up to 12 × 9
+    assert all(int(n) <= 108 for s in sentences for n in re.findall(r"\d+", s.split(" = ")[0]))
+    assert not [p for p in make_split("test", 40, 1, ["arithmetic"]) if f"{p.prompt[8:-1]} = " in " ".join(facts)]

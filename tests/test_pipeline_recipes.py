@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import re
+
 import pytest
 
 from r1lab.pipeline import recipes
@@ -148,3 +150,8 @@ def test_template_documents_use_the_full_r1_zero_template_on_train_problems_only
     head = R1_ZERO_TEMPLATE.split("{question}")[0]
     assert all(d.startswith(head) and d.rstrip().endswith("</answer>") and "<think>" in d for d in docs)
     assert template_documents(10, [1], 0.5, seed=0) == docs
+    mixed = template_documents(10, [1], 0.5, seed=0, worked_share=0.3)
+    answer_only = [d for d in mixed if re.search(r"<think> (The answer is|答案是) [^<]+ </think>", d)]
+    assert 0 < len(answer_only) < len(mixed)  # some reason step by step, most state the answer at once
+    with pytest.raises(ValueError, match="template_worked_share"):
+        template_documents(10, [1], 0.5, seed=0, worked_share=1.5)

@@ -9,13 +9,21 @@ Document kinds (one JSON object {"text": ...} per line; English frame for en pro
 - "worked":  "Question: {prompt}\\nSolution: {solution}"        (问题：…\\n解答：…)
              the solution ends with the plain sentence "The answer is 85." (答案是 85。)
 - "r1zero":  "User: {prompt}. Assistant: <think> {solution} </think> <answer> {answer} </answer>"
+- "r1zero_answer": the same frame with only the closing sentence in the think block:
+             "User: {prompt}. Assistant: <think> The answer is 85. </think> <answer> 85 </answer>"
 - "plain":   3–6 templated sentences about numbers, in English or Chinese ("7 plus 5 is 12.", "14 是偶数。").
+- "facts":   a drill of 10–16 one-digit facts in the exact shapes the worked solutions use ("7 + 8 + 1 = 16.",
+             "15 - 9 = 6.", "4 * 6 + 4 = 28.", "72 / 9 = 8.") — the times table a child learns before column
+             arithmetic. No fact is a task problem (arithmetic problems have a two-digit operand at every level).
 
 Convention (deliberate): pretraining teaches the *content* (worked solutions ending "The answer is N.") and shows
-the R1-Zero tag format only in a small share of documents ("r1zero", default 5%, short "User: …. Assistant:"
-tail of the R1-Zero template without its long preamble). The base model thus emits the <think>/<answer> format
-sometimes but not reliably: the format reward of RL (or SFT) has room to act. Set mix={"r1zero": 0} to leave the
-format entirely to RL/SFT.
+the R1-Zero tag format only in a small share of documents ("r1zero" + "r1zero_answer", default 10%, short
+"User: …. Assistant:" tail of the R1-Zero template without its long preamble). In most of those documents the
+think block holds only the answer sentence, as most answers in ordinary text come without their working: under the
+R1-Zero template the base model then sometimes reasons step by step and more often states an answer at once. That
+choice is what R1-Zero's RL can move (DeepSeek-R1 §2.2.4: response length grows as the model learns to think
+longer); it is a property of the base model's data, set here by ``DEFAULT_MIX`` and visible in its statistics, not a
+change to the evaluation. Set mix={"r1zero": 0, "r1zero_answer": 0} to leave the format entirely to RL/SFT.
 
 Plain arithmetic facts are only stated for pairs whose arithmetic problem is in the train split, so they never
 leak a val/test answer. Nothing is copied from external text; every sentence comes from templates here.
@@ -30,10 +38,11 @@ from collections.abc import Mapping, Sequence
 
 from r1lab.data.stream import write_jsonl_atomic  # re-exported: stages import it from here
 from r1lab.tasks import Problem, make_split, split_of
-from r1lab.tasks.base import content_uid
+from r1lab.tasks.base import answer_sentence, content_uid
 
-DEFAULT_MIX = {"direct": 0.25, "worked": 0.55, "r1zero": 0.05, "plain": 0.15}
-PROBLEM_KINDS = ("direct", "worked", "r1zero")
+DEFAULT_MIX = {"direct": 0.1, "worked": 0.55, "r1zero": 0.03, "r1zero_answer": 0.07, "plain": 0.05, "facts": 0.2}
+PROBLEM_KINDS = ("direct", "worked", "r1zero", "r1zero_answer")
+EXTRA_KINDS = ("plain", "facts")  # documents not tied to a task problem
 
 NAMES_EN = ("Tom", "Ann", "Sam", "Lily", "Ben", "Mia", "Max", "Eva")
 ITEMS_EN = ("apples", "pens", "books", "cards", "stamps", "marbles", "cookies", "shells")
@@ -43,13 +52,15 @@ OPS = {"+": ("plus", "加"), "-": ("minus", "减"), "*": ("times", "乘")}
 
 
 def render(problem: Problem, kind: str) -> str:
-    """One document for a problem ("direct" | "worked" | "r1zero").
+    """One document for a problem ("direct" | "worked" | "r1zero" | "r1zero_answer").
 
     >>> p = Problem("arithmetic", "0" * 16, "What is 2 + 3?", "5", "2 + 3 = 5. The answer is 5.", "en", 1)
     >>> render(p, "direct")
     'Question: What is 2 + 3?\\nAnswer: 5'
     >>> render(p, "r1zero")
     'User: What is 2 + 3?. Assistant: <think> 2 + 3 = 5. The answer is 5. </think> <answer> 5 </answer>'
+    >>> render(p, "r1zero_answer")
+    'User: What is 2 + 3?. Assistant: <think> The answer is 5. </think> <answer> 5 </answer>'
     """
     zh = problem.lang == "zh"
     if kind == "direct":
@@ -58,10 +69,57 @@ def render(problem: Problem, kind: str) -> str:
     if kind == "worked":
         return f"问题：{problem.prompt}\n解答：{problem.solution}" if zh else \
             f"Question: {problem.prompt}\nSolution: {problem.solution}"
-    if kind == "r1zero":
-        body = f"<think> {problem.solution} </think> <answer> {problem.answer} </answer>"
-        return f"User: {problem.prompt}. Assistant: {body}"
+    if kind in ("r1zero", "r1zero_answer"):
+        return f"User: {problem.prompt}. Assistant: {template_body(problem, kind == 'r1zero')}"
     raise ValueError(f"unknown document kind {kind!r}; problem kinds: {', '.join(PROBLEM_KINDS)}")
+
+
+def template_body(problem: Problem, worked: bool) -> str:
+    """``<think> … </think> <answer> … </answer>`` with the worked solution, or only its closing answer sentence.
+
+    >>> p = Problem("arithmetic", "0" * 16, "What is 2 + 3?", "5", "2 + 3 = 5. The answer is 5.", "en", 1)
+    >>> template_body(p, worked=False)
+    '<think> The answer is 5. </think> <answer> 5 </answer>'
+    """
+    think = problem.solution if worked else answer_sentence(problem.answer, problem.lang)
+    return f"<think> {think} </think> <answer> {problem.answer} </answer>"
+
+
+def one_digit_fact(rng: random.Random) -> str:
+    """One arithmetic fact in a shape the worked solutions use (column steps, borrows, carries, divisions).
+
+    >>> sorted({one_digit_fact(random.Random(i)).count("=") for i in range(50)})
+    [1]
+    """
+    kind = rng.randrange(7)
+    a, b = rng.randint(0, 9), rng.randint(0, 9)
+    if kind == 0:
+        return f"{a} + {b} = {a + b}."
+    if kind == 1:  # a column with a carry
+        return f"{a} + {b} + 1 = {a + b + 1}."
+    if kind == 2:  # a column without a borrow (a ≥ b) or with one (10 + a − b, b > a)
+        big, small = max(a, b), min(a, b)
+        return f"{big} - {small} = {big - small}." if a >= b else f"{10 + a} - {b} = {10 + a - b}."
+    if kind == 3:  # a column that lent 1 to its right neighbour
+        x = rng.randint(1, 9)
+        y = rng.randint(0, x - 1)
+        return f"{x} - 1 - {y} = {x - 1 - y}."
+    if kind == 4:
+        return f"{a} * {b} = {a * b}."
+    if kind == 5:  # a multiplication column with a carry
+        c = rng.randint(1, 8)
+        return f"{a} * {b} + {c} = {a * b + c}."
+    q, d = rng.randint(1, 12), rng.randint(2, 9)
+    return f"{q * d} / {d} = {q}."
+
+
+def facts_document(rng: random.Random) -> str:
+    """10–16 one-digit facts, one sentence each (language-neutral).
+
+    >>> facts_document(random.Random(0)).count(".") >= 10
+    True
+    """
+    return " ".join(one_digit_fact(rng) for _ in range(rng.randint(10, 16)))
 
 
 def train_fact(rng: random.Random, op: str, hi: int) -> tuple[int, int, int]:
@@ -121,7 +179,7 @@ def check_mix(mix: Mapping[str, float] | None) -> dict[str, float]:
     """Validate and normalise a document mix; missing kinds get 0.
 
     >>> check_mix({"worked": 3, "plain": 1})
-    {'direct': 0.0, 'worked': 0.75, 'r1zero': 0.0, 'plain': 0.25}
+    {'direct': 0.0, 'worked': 0.75, 'r1zero': 0.0, 'r1zero_answer': 0.0, 'plain': 0.25, 'facts': 0.0}
     """
     mix = dict(DEFAULT_MIX if mix is None else mix)
     unknown = set(mix) - set(DEFAULT_MIX)
@@ -130,7 +188,7 @@ def check_mix(mix: Mapping[str, float] | None) -> dict[str, float]:
     if any(not isinstance(v, int | float) or v < 0 for v in mix.values()):
         raise ValueError(f"mix: weights must be non-negative numbers, got {mix}")
     if sum(mix.get(k, 0) for k in PROBLEM_KINDS) <= 0:
-        raise ValueError("mix: at least one of direct/worked/r1zero needs a positive weight")
+        raise ValueError(f"mix: at least one of {'/'.join(PROBLEM_KINDS)} needs a positive weight")
     total = sum(mix.values())
     return {k: mix.get(k, 0) / total for k in DEFAULT_MIX}
 
@@ -156,7 +214,8 @@ def build_corpus(out_path: str | os.PathLike, n_per_family: int = 200, difficult
     """Write the pretraining corpus JSONL and return its statistics.
 
     Every train problem of every level becomes one document of a problem kind drawn by the mix; plain documents
-    are added so they make up the mix's "plain" share; documents are shuffled (seeded). Deterministic in all
+    and facts documents are added so they make up the mix's "plain" and "facts" shares; documents are shuffled
+    (seeded). Deterministic in all
     arguments. Returns {"path", "documents", "problems", "by_kind", "by_family", "by_lang", "chars_total",
     "chars_mean", "chars_max", "difficulty_levels", "seed", "mix"}.
     """
@@ -173,10 +232,13 @@ def build_corpus(out_path: str | os.PathLike, n_per_family: int = 200, difficult
         docs.append((kind, p.family, render(p, kind)))
     problem_share = sum(weights[k] for k in PROBLEM_KINDS)
     n_plain = round(len(docs) * weights["plain"] / problem_share)
+    n_facts = round(len(docs) * weights["facts"] / problem_share)
     zh_share = sum(p.lang == "zh" for p in problems) / max(len(problems), 1)
     for _ in range(n_plain):
         lang = "zh" if rng.random() < zh_share else "en"
         docs.append(("plain", f"plain_{lang}", plain_document(rng, lang)))
+    for _ in range(n_facts):
+        docs.append(("facts", "facts", facts_document(rng)))
     rng.shuffle(docs)
     path = write_jsonl_atomic([{"text": text} for _, _, text in docs], out_path)
     lengths = [len(text) for _, _, text in docs]

@@ -147,11 +147,26 @@ def is_mixed(cot: str, lang: str, threshold: float = MIXING_THRESHOLD) -> bool:
 
 
 def score_sample(response: str, problem: Any) -> tuple[bool, str | None]:
-    """(correct, extracted answer) of one full response for a problem."""
+    """(correct, extracted answer) of one full response for a problem.
+
+    The vote of a code problem is the program its reward runs (the last <answer>, else the last fenced block after
+    </think>), so an R1-format summary that ends in a fenced program votes like an R1-Zero <answer>.
+
+    >>> from r1lab.tasks import make_split
+    >>> p = make_split("test", 1, 1, ["code"])[0]
+    >>> score_sample("<think>\\nok\\n</think>\\n\\nThe answer is:\\n" + p.answer, p)[1] is not None
+    True
+    """
     from r1lab.tasks import task_reward
     from r1lab.tasks.base import extract_final
 
-    return task_reward(response, problem) >= CORRECT, extract_final(response)
+    answer = extract_final(response)
+    if answer is None and getattr(problem, "family", None) == "code":
+        from r1lab.rewards.code import extract_program
+
+        program = extract_program(response).strip()
+        answer = program or None
+    return task_reward(response, problem) >= CORRECT, answer
 
 
 def _mean(xs: Sequence[float]) -> float:

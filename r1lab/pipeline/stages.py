@@ -44,19 +44,27 @@ class TokenizerStage:
     only after a short "User: … Assistant:" prefix; a tiny base model then answers the long template with noise,
     every GRPO group scores 0 and R1-Zero cannot start. Deliberate difference from DeepSeek-V3-Base, which never
     saw this template: without it our R1-Zero stage has no reward signal at all."""
+    template_worked_share: float = 0.3
+    """Share of those documents whose think block holds the worked solution; the others hold only the answer
+    sentence ("<think> The answer is 85. </think>"), like the corpus's own "r1zero"/"r1zero_answer" mix (see
+    ``r1lab.data.corpus``): the base model mostly answers at once and sometimes reasons, and R1-Zero's RL can
+    learn which pays."""
     seed: int = 0
     """Corpus seed."""
 
 
-def template_documents(n_per_family: int, levels: list[int], share: float, seed: int) -> list[str]:
-    """Full-R1-Zero-template documents for a seeded ``share`` of the train problems (train split only)."""
-    from r1lab.data.corpus import train_problems
+def template_documents(n_per_family: int, levels: list[int], share: float, seed: int,
+                       worked_share: float = 1.0) -> list[str]:
+    """Full-R1-Zero-template documents for a seeded ``share`` of the train problems (train split only); a seeded
+    ``worked_share`` of them show the worked solution in the think block, the rest only the answer sentence."""
+    from r1lab.data.corpus import template_body, train_problems
     from r1lab.data.templates import r1_zero_prompt
-    from r1lab.tasks import reference_completion
 
+    if not 0.0 <= worked_share <= 1.0:
+        raise ValueError(f"template_worked_share must be in [0, 1], got {worked_share}")
     rng = random.Random(f"template-docs:{seed}")
     problems = [p for p in train_problems(n_per_family, levels, seed, None) if rng.random() < share]
-    return [f"{r1_zero_prompt(p.prompt)} {reference_completion(p)}" for p in problems]
+    return [f"{r1_zero_prompt(p.prompt)} {template_body(p, rng.random() < worked_share)}" for p in problems]
 
 
 def run_tokenizer(ctx: StageContext) -> dict[str, Any]:
@@ -67,7 +75,8 @@ def run_tokenizer(ctx: StageContext) -> dict[str, Any]:
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     corpus = ctx.out_dir / "corpus.jsonl"
     stats = build_corpus(corpus, n_per_family=c.n_per_family, difficulty_levels=list(c.levels), seed=c.seed)
-    extra = template_documents(c.n_per_family, list(c.levels), c.template_share, c.seed) if c.template_share else []
+    extra = template_documents(c.n_per_family, list(c.levels), c.template_share, c.seed,
+                               c.template_worked_share) if c.template_share else []
     if extra:
         rows = [json.loads(line) for line in corpus.read_text(encoding="utf-8").splitlines() if line.strip()]
         rows += [{"text": t} for t in extra]
