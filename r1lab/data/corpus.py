@@ -38,11 +38,10 @@ from collections.abc import Mapping, Sequence
 
 from r1lab.data.stream import write_jsonl_atomic  # re-exported: stages import it from here
 from r1lab.tasks import Problem, make_split, split_of
-from r1lab.tasks.base import answer_sentence, content_uid
+from r1lab.tasks.base import answer_sentence, content_uid, reference_completion
 
 DEFAULT_MIX = {"direct": 0.1, "worked": 0.55, "r1zero": 0.03, "r1zero_answer": 0.07, "plain": 0.05, "facts": 0.2}
 PROBLEM_KINDS = ("direct", "worked", "r1zero", "r1zero_answer")
-EXTRA_KINDS = ("plain", "facts")  # documents not tied to a task problem
 
 NAMES_EN = ("Tom", "Ann", "Sam", "Lily", "Ben", "Mia", "Max", "Eva")
 ITEMS_EN = ("apples", "pens", "books", "cards", "stamps", "marbles", "cookies", "shells")
@@ -81,8 +80,9 @@ def template_body(problem: Problem, worked: bool) -> str:
     >>> template_body(p, worked=False)
     '<think> The answer is 5. </think> <answer> 5 </answer>'
     """
-    think = problem.solution if worked else answer_sentence(problem.answer, problem.lang)
-    return f"<think> {think} </think> <answer> {problem.answer} </answer>"
+    if worked:
+        return reference_completion(problem)
+    return f"<think> {answer_sentence(problem.answer, problem.lang)} </think> <answer> {problem.answer} </answer>"
 
 
 def one_digit_fact(rng: random.Random) -> str:
@@ -215,8 +215,7 @@ def build_corpus(out_path: str | os.PathLike, n_per_family: int = 200, difficult
 
     Every train problem of every level becomes one document of a problem kind drawn by the mix; plain documents
     and facts documents are added so they make up the mix's "plain" and "facts" shares; documents are shuffled
-    (seeded). Deterministic in all
-    arguments. Returns {"path", "documents", "problems", "by_kind", "by_family", "by_lang", "chars_total",
+    (seeded). Deterministic in all arguments. Returns {"path", "documents", "problems", "by_kind", "by_family", "by_lang", "chars_total",
     "chars_mean", "chars_max", "difficulty_levels", "seed", "mix"}.
     """
     weights = check_mix(mix)

@@ -147,26 +147,17 @@ def is_mixed(cot: str, lang: str, threshold: float = MIXING_THRESHOLD) -> bool:
 
 
 def score_sample(response: str, problem: Any) -> tuple[bool, str | None]:
-    """(correct, extracted answer) of one full response for a problem.
-
-    The vote of a code problem is the program its reward runs (the last <answer>, else the last fenced block after
-    </think>), so an R1-format summary that ends in a fenced program votes like an R1-Zero <answer>.
+    """(correct, extracted answer) of one full response for a problem; the answer is what the family's reward
+    reads (``r1lab.tasks.task_answer``), so an R1-format code summary ending in a fenced program votes too.
 
     >>> from r1lab.tasks import make_split
     >>> p = make_split("test", 1, 1, ["code"])[0]
     >>> score_sample("<think>\\nok\\n</think>\\n\\nThe answer is:\\n" + p.answer, p)[1] is not None
     True
     """
-    from r1lab.tasks import task_reward
-    from r1lab.tasks.base import extract_final
+    from r1lab.tasks import task_answer, task_reward
 
-    answer = extract_final(response)
-    if answer is None and getattr(problem, "family", None) == "code":
-        from r1lab.rewards.code import extract_program
-
-        program = extract_program(response).strip()
-        answer = program or None
-    return task_reward(response, problem) >= CORRECT, answer
+    return task_reward(response, problem) >= CORRECT, task_answer(response, problem)
 
 
 def _mean(xs: Sequence[float]) -> float:

@@ -128,6 +128,11 @@ def task_check(answer: str | None, problem: Problem) -> bool:
     return get_family(problem.family).check(answer, problem)
 
 
+def task_answer(completion: str, problem: Problem) -> str | None:
+    """The final answer the problem's family reads from a full completion (None when there is none)."""
+    return get_family(problem.family).answer(completion)
+
+
 def task_reward(completion: str, problem: Problem) -> float:
     """Rule reward of a full completion for `problem`, in [0, 1]; dispatches to the problem's family."""
     return get_family(problem.family).reward(completion, problem)

@@ -190,9 +190,13 @@ class Family(abc.ABC):
         """Is the extracted final answer correct for `problem`?"""
         return equal_to_gold(answer, problem.answer)
 
+    def answer(self, completion: str) -> str | None:
+        """The final answer this family's reward reads from a full completion (also the cons@k vote)."""
+        return extract_final(completion)
+
     def reward(self, completion: str, problem: Problem) -> float:
         """1.0 if the final answer extracted from the full completion is correct, else 0.0."""
-        return 1.0 if self.check(extract_final(completion), problem) else 0.0
+        return 1.0 if self.check(self.answer(completion), problem) else 0.0
 
 
 def check_difficulty(difficulty: int) -> int:

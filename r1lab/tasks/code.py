@@ -134,11 +134,15 @@ class CodeFamily(Family):
         merged = [{"assert": "\n".join(t["assert"] for t in problem.meta["tests"])}]
         return code_reward(answer, merged, timeout=5.0) == 1.0
 
-    def reward(self, completion: str, problem: Problem) -> float:
-        """1.0 if the program in the completion passes every test, else 0.0.
+    def answer(self, completion: str) -> str | None:
+        """The program: the last <answer>...</answer> when present (fenced or bare code), else the completion's last
+        fenced block after </think> (the shared `extract_program` convention); None when empty."""
+        from r1lab.rewards.code import extract_program
 
-        The program is taken from the last <answer>...</answer> when present (fenced or bare code), else from the
-        completion's last fenced block after </think> (the shared `extract_program` convention).
-        """
         found = ANSWER_RE.findall(completion)
-        return 1.0 if self.check(found[-1] if found else completion, problem) else 0.0
+        program = found[-1] if found else extract_program(completion)
+        return program if program.strip() else None
+
+    def reward(self, completion: str, problem: Problem) -> float:
+        """1.0 if the program in the completion (``answer``) passes every test, else 0.0."""
+        return 1.0 if self.check(self.answer(completion), problem) else 0.0
