@@ -8,8 +8,8 @@ rejects entries naming no known stage or kind, ``recipes.validate`` unknown fiel
 Measured (2 cores shared with other jobs, load 5–10, ``--threads 1``; 2026-11-24): tokenizer 7 s, pretrain 628 s,
 student-base 221 s, GRPO 5–11 s per step of 64 samples (r1-zero 327 s, r1-reasoning-rl 160 s, r1 51 s, rl-only
 148 s), SFT 5–18 s, sampling stages 24–51 s, evals 15–34 s each (84 test problems × (4 samples + greedy));
-≈ 31 min in total under that load. Idle machine, 2026-11-24 (second session): the whole cpu run in 850 s, pretraining
-1100 steps in 417 s.
+≈ 31 min in total under that load. Idle machine, 2026-11-24 (third session): the whole cpu run in 1115 s
+(pretraining 1100 steps 418 s, student-base 1100 steps 307 s, distill-data 84 s).
 """
 
 from __future__ import annotations
@@ -54,7 +54,10 @@ _CPU: dict[str, dict[str, Any]] = {
     "kind:reject": {"n_per_family": 16, "k": 4, "max_tokens": 128, "max_response_tokens": 120, "min_rows": 200,
                     "n_non_reasoning": 30},
     "kind:reward_model": {"steps": 40, "n_pairs": 256, "batch_size": 16, "max_len": 192},
-    "student-base": {"steps": 500, "model_overrides": {"n_routed_experts": 0, "num_nextn_predict_layers": 0}},
+    # The student gets the base's pretraining budget and ~8x more teacher samples than r1-reject: with 500 steps
+    # and 36 kept samples the distilled student scored 0.009 (SFT could not teach a weak student the chat frame).
+    "student-base": {"steps": 1100, "model_overrides": {"n_routed_experts": 0, "num_nextn_predict_layers": 0}},
+    "distill-data": {"n_per_family": 100, "min_rows": 400},
     "r1-reasoning-rl": {"families": EN_ZH, "steps": 20},
     "r1": {"families": EN_ZH, "steps": 12},
 }
