@@ -31,7 +31,7 @@ def main() -> None:
 
     from r1lab.data.templates import R1_ZERO_TEMPLATE
     from r1lab.pipeline.generation import Sampling, load_generator
-    from r1lab.tasks import make_split, task_reward
+    from r1lab.tasks import make_split, task_check
 
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -50,7 +50,7 @@ def main() -> None:
             for c in cs:
                 text = "The answer is " + c.text.split("\n")[0].strip() + "." if mode == "direct" else c.text
                 m = ANSWER.findall(text)
-                ok = task_reward(f"<think> x </think> <answer> {m[0].strip() if m else ''} </answer>", p) >= 0.999
+                ok = task_check(m[0].strip() if m else None, p)
                 per.setdefault(p.family, []).append(ok)
         result[mode] = {f: round(sum(v) / len(v), 3) for f, v in per.items()}
         result[mode]["ALL"] = round(sum(sum(v) for v in per.values()) / sum(len(v) for v in per.values()), 3)

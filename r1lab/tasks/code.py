@@ -142,7 +142,3 @@ class CodeFamily(Family):
         found = ANSWER_RE.findall(completion)
         program = found[-1] if found else extract_program(completion)
         return program if program.strip() else None
-
-    def reward(self, completion: str, problem: Problem) -> float:
-        """1.0 if the program in the completion (``answer``) passes every test, else 0.0."""
-        return 1.0 if self.check(self.answer(completion), problem) else 0.0
