@@ -18,6 +18,7 @@ from r1lab.data.packing import (
     best_fit_decreasing_naive,
     concat_packed,
     doc_attention_mask,
+    join_row_documents,
     next_token_targets,
     num_batches,
     pack_documents,
@@ -212,3 +213,42 @@ def test_model_uses_the_same_conventions() -> None:
     )
     model_loss = transformer.shifted_cross_entropy(logits_BTV, labels, doc_ids, shift=1)
     assert torch.allclose(model_loss, reference)
+
+
+def test_join_row_documents_keeps_tokens_drops_boundaries() -> None:
+    docs = random_docs(300, 40, seed=3)
+    packed = pack_documents(docs, 64, PAD)
+    joined = join_row_documents(packed, seed=0)
+    assert joined.input_ids_NT.shape == packed.input_ids_NT.shape
+    real = packed.doc_ids_NT != 0
+    assert torch.equal(joined.doc_ids_NT, real.long())  # one sequence per row, padding still 0
+    for r in range(len(packed)):
+        n = int(real[r].sum())
+        assert joined.position_ids_NT[r, :n].tolist() == list(range(n))
+        # the row holds the same documents, each contiguous and intact, in some order
+        before = sorted(tuple(packed.input_ids_NT[r][packed.doc_ids_NT[r] == k].tolist())
+                        for k in packed.doc_ids_NT[r].unique().tolist() if k)
+        seq = joined.input_ids_NT[r, :n].tolist()
+        assert sum(len(d) for d in before) == n
+        text = "," + ",".join(map(str, seq)) + ","
+        assert all("," + ",".join(map(str, d)) + "," in text for d in before)  # each document contiguous
+        assert sorted(seq) == sorted(x for d in before for x in d)
+    # labels travel with their tokens (no loss mask here, so labels == input ids on real tokens)
+    assert torch.equal(joined.labels_NT[joined.doc_ids_NT != 0], joined.input_ids_NT[joined.doc_ids_NT != 0])
+    # the order is shuffled: best-fit decreasing puts each row's longest document first, the join does not always
+    firsts_longest = 0
+    multi = 0
+    for r in range(len(packed)):
+        ids = packed.doc_ids_NT[r]
+        ks = [k for k in ids.unique().tolist() if k]
+        if len(ks) < 2:
+            continue
+        multi += 1
+        lengths = {k: int((ids == k).sum()) for k in ks}
+        first = [tuple(packed.input_ids_NT[r][ids == k].tolist()) for k in ks]
+        row = joined.input_ids_NT[r].tolist()
+        first_doc = next(d for d in first if row[: len(d)] == list(d))
+        firsts_longest += len(first_doc) == max(lengths.values())
+    assert multi > 10 and firsts_longest < multi
+    # deterministic in the seed
+    assert torch.equal(join_row_documents(packed, seed=0).input_ids_NT, joined.input_ids_NT)

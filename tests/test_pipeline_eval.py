@@ -44,6 +44,7 @@ def test_pass_at_1_cons_at_k_and_greedy_on_known_answers():
     assert res.n_problems == 2 and res.k == 4
     assert res.pass_at_1 == pytest.approx((0.25 + 0.5) / 2)
     assert res.cons_at_k == pytest.approx(0.5)
+    assert res.pass_at_k == pytest.approx(1.0)  # both problems have a correct sample
     assert res.greedy_accuracy == pytest.approx(0.5)
     assert res.per_family[p0.family]["pass_at_1"] == pytest.approx(0.25)
     assert res.per_family[p1.family]["cons_at_k"] == pytest.approx(1.0)
@@ -59,7 +60,7 @@ def test_cons_tie_break_and_mixing_rate():
     # wrong answer voted first in a 2-2 tie -> cons fails although pass@1 = 0.5
     script = {p.prompt: [zero("just add 我们", wrong), zero("add", p.answer), zero("add", wrong), zero("add", p.answer)]}
     res = evaluate(scripted(script, {p.prompt: zero("add", p.answer)}), [p], k=4, progress=False)
-    assert res.pass_at_1 == 0.5 and res.cons_at_k == 0.0
+    assert res.pass_at_1 == 0.5 and res.cons_at_k == 0.0 and res.pass_at_k == 1.0
     assert res.language_mixing_rate == pytest.approx(0.25)  # one CoT of four: 2 Han words of 4
 
 
@@ -91,3 +92,15 @@ def test_benchmark_loaders(tmp_path):
     script = {p.prompt: [zero("3+4=7", "7"), zero("3+4=7", "8")]}
     res = evaluate(scripted(script, {p.prompt: zero("s", "7")}), [p], k=2, progress=False)
     assert res.pass_at_1 == 0.5 and res.greedy_accuracy == 1.0
+
+
+def test_pass_at_k_counts_problems_with_any_correct_sample():
+    problems = make_split("test", 1, families=["arithmetic", "word"])
+    p0, p1 = problems
+    wrong0, wrong1 = str(int(p0.answer) + 1), str(int(p1.answer) + 1)
+    script = {p0.prompt: [zero("a", wrong0), zero("a", wrong0), zero("a", p0.answer)],
+              p1.prompt: [zero("a", wrong1)] * 3}
+    res = evaluate(scripted(script, {}), problems, k=3, greedy=False, progress=False)
+    assert res.pass_at_k == pytest.approx(0.5) and res.pass_at_1 == pytest.approx(1 / 6)
+    assert res.per_family[p0.family]["pass_at_k"] == 1.0 and res.per_family[p1.family]["pass_at_k"] == 0.0
+    assert "pass@3" in res.table()

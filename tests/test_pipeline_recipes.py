@@ -154,3 +154,36 @@ def test_template_documents_use_the_full_r1_zero_template_on_train_problems_only
     assert 0 < len(answer_only) < len(mixed)  # some reason step by step, most state the answer at once
     with pytest.raises(ValueError, match="template_worked_share"):
         template_documents(10, [1], 0.5, seed=0, worked_share=1.5)
+
+
+def test_set_overrides_apply_after_the_preset_and_are_validated():
+    from r1lab.pipeline.recipes import parse_set
+
+    over = parse_set(["kind:grpo.lr=2e-3", "r1.lr=5e-4", "tokenizer.template_share=0.5",
+                      "pretrain.model_overrides={\"num_hidden_layers\": 2}"])
+    stages = {s.name: s.config for s in prepare("speedrun", "cpu", over).stages}
+    assert stages["r1-zero"]["lr"] == 0.002 and stages["rl-only-student"]["lr"] == 0.002  # every GRPO stage
+    assert stages["r1"]["lr"] == 0.0005  # the stage entry wins over the kind entry
+    assert stages["tokenizer"]["template_share"] == 0.5
+    assert stages["pretrain"]["model_overrides"] == {"num_hidden_layers": 2}
+    assert stages["pretrain"]["steps"] == 1100  # the preset's other fields stay
+    base = {s.name: s.config for s in prepare("speedrun", "cpu").stages}
+    assert base["r1-zero"]["lr"] == 0.001  # nothing leaks into the preset table
+    with pytest.raises(RecipeError, match="--set: entry 'tokenizr' names no known stage"):
+        prepare("speedrun", "cpu", parse_set(["tokenizr.vocab_size=10"]))
+    with pytest.raises(RecipeError, match="unknown field 'bogus' for TokenizerStage"):
+        prepare("speedrun", "cpu", parse_set(["tokenizer.bogus=1"]))
+    for bad in ("nonsense", "steps=3", ".steps=3", "r1-zero.=3"):
+        with pytest.raises(RecipeError, match="expected STAGE.FIELD=VALUE"):
+            parse_set([bad])
+
+
+def test_set_overrides_change_the_run_record(tmp_path):
+    """A run directory made without an override refuses the same command with one (never mixes artifacts)."""
+    from r1lab.pipeline.recipes import parse_set
+    from r1lab.pipeline.rundir import claim_run_dir
+
+    claim_run_dir(tmp_path, prepare("r1-zero", "tiny"), "tiny")
+    claim_run_dir(tmp_path, prepare("r1-zero", "tiny"), "tiny")  # same config: accepted
+    with pytest.raises(RunDirMismatch, match="r1-zero"):
+        claim_run_dir(tmp_path, prepare("r1-zero", "tiny", parse_set(["r1-zero.steps=5"])), "tiny")

@@ -72,6 +72,27 @@ def test_resume_matches_uninterrupted(env, tmp_path):
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-7)
 
 
+def test_doc_mask_off_trains_on_joined_rows(env, tmp_path):
+    """doc_mask=False (V3's unmasked packing): the rows the loop sees are one sequence each, and the run learns."""
+    from r1lab.data.tokenizer import load_tokenizer
+    from r1lab.train.data import prepare_data
+
+    cfg = tiny_config(env, tmp_path / "nomask", steps=12, doc_mask=False)
+    data = prepare_data(cfg, load_tokenizer(env["tokenizer"]), cfg.corpus, env["tokenizer"], log=lambda *a: None)
+    assert set(data.train.doc_ids_NT.unique().tolist()) == {0, 1}
+    real = data.train.doc_ids_NT != 0
+    starts = ((data.train.position_ids_NT == 0) & real).sum(dim=1)
+    assert torch.equal(starts, real.any(dim=1).long())  # positions restart only at the row start
+    masked_data = prepare_data(tiny_config(env, tmp_path / "m"), load_tokenizer(env["tokenizer"]), cfg.corpus,
+                               env["tokenizer"], log=lambda *a: None)
+    m_real = masked_data.train.doc_ids_NT != 0
+    assert ((masked_data.train.position_ids_NT == 0) & m_real).sum() > m_real.any(dim=1).sum()  # several docs/row
+    art = _run(cfg)
+    masked = _run(tiny_config(env, tmp_path / "mask", steps=12))
+    assert art["losses"][-1] < art["losses"][0] - 0.5
+    assert art["losses"] != masked["losses"]  # a different objective, not a silently ignored flag
+
+
 def test_resume_with_changed_config_names_fields(env, tmp_path):
     from r1lab.train.loop import ResumeMismatchError
 

@@ -24,23 +24,28 @@ def add_arguments(p) -> None:
     p.add_argument("--only", nargs="*", default=None, help="run only these stages (their inputs must be DONE)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default); on a machine "
                    "shared with other jobs use 1 (and OMP_NUM_THREADS=1): oversubscribed threads can be 10x slower")
+    p.add_argument("--set", action="append", default=[], metavar="STAGE.FIELD=VALUE",
+                   help="change one stage's config on top of the preset (repeatable; VALUE is JSON): "
+                   "--set r1-zero.steps=60, --set kind:grpo.lr=2e-3 (every GRPO stage), "
+                   "--set tokenizer.template_share=0.5; see --list for the stages and their fields")
     p.add_argument("--list", action="store_true", help="print the recipe's resolved stages and exit")
 
 
 def main(args) -> int:
     import json
 
-    from r1lab.pipeline.recipes import RecipeError, prepare
+    from r1lab.pipeline.recipes import RecipeError, parse_set, prepare
     from r1lab.pipeline.rundir import RunDirMismatch
     from r1lab.pipeline.speedrun import run
 
     preset = "tiny" if args.smoke else args.preset
     try:
+        overrides = parse_set(args.set)
         if args.list:
-            for s in prepare(args.recipe, preset).stages:
+            for s in prepare(args.recipe, preset, overrides).stages:
                 print(f"{s.name:<22} {s.kind:<13} inputs={dict(s.inputs)} config={json.dumps(dict(s.config))}")
             return 0
-        run(args.out, preset, args.recipe, args.only, args.threads)
+        run(args.out, preset, args.recipe, args.only, args.threads, overrides)
     except (RecipeError, RunDirMismatch) as err:
         print(f"error: {err}")
         return 2

@@ -5,7 +5,8 @@ cutting them (bin packing, best-fit decreasing: place each document, longest fir
 has room) wastes few pad slots and never truncates a document that fits in a row. Documents longer than T are cut
 into T-token chunks (counted in ``stats``). Packing with intra-document attention is how DeepSeek-V3 pretrains
 (arXiv 2412.19437 §4.1: "document packing ... we do not incorporate cross-sample attention masking during training";
-our deliberate difference: we *do* mask, as Llama 3 does, so a row never attends or trains across documents).
+by default we *do* mask, as Llama 3 does, so a row never attends or trains across documents; ``join_row_documents``
+gives V3's unmasked rows — pretraining's ``doc_mask=False``).
 
 Conventions the model relies on:
 - ``labels_NT`` are NOT shifted (HF convention: the model predicts labels[t+1] from position t); -100 on padding and
@@ -246,6 +247,38 @@ def _fill_rows(
         torch.from_numpy(position_ids),
         empty,
     )
+
+
+def join_row_documents(packed: PackedData, seed: int) -> PackedData:
+    """The same rows with their documents in a seeded random order and **no document boundaries**: each row
+    becomes one sequence (doc id 1 on every real token, positions 0..n-1, attention and next-token pairs across
+    documents), as DeepSeek-V3 pretrains (§4.1: packing "for data integrity" without cross-sample attention
+    masking). Padding stays at the row end with doc id 0. The shuffle matters: best-fit decreasing places the
+    longest document of a row first, so without it long documents would always sit at the start of the context.
+
+    >>> rows = pack_documents([[5, 6, 7], [8, 9]], seq_len=6, pad_id=0)
+    >>> j = join_row_documents(rows, seed=0)
+    >>> j.doc_ids_NT.tolist(), j.position_ids_NT.tolist()
+    ([[1, 1, 1, 1, 1, 0]], [[0, 1, 2, 3, 4, 0]])
+    >>> sorted(j.input_ids_NT[0, :5].tolist()) == [5, 6, 7, 8, 9]
+    True
+    """
+    rng = np.random.default_rng(seed)
+    ids_NT, labels_NT, docs_NT = (t.numpy() for t in (packed.input_ids_NT, packed.labels_NT, packed.doc_ids_NT))
+    input_ids, labels = ids_NT.copy(), labels_NT.copy()
+    doc_ids = np.zeros_like(docs_NT)
+    position_ids = np.zeros_like(docs_NT)
+    for r in range(ids_NT.shape[0]):
+        row = docs_NT[r]
+        n_real = int((row != 0).sum())
+        segments = [np.flatnonzero(row == k) for k in np.unique(row[row != 0])]
+        order = np.concatenate([segments[i] for i in rng.permutation(len(segments))]) if segments else []
+        input_ids[r, :n_real] = ids_NT[r, order]
+        labels[r, :n_real] = labels_NT[r, order]
+        doc_ids[r, :n_real] = 1
+        position_ids[r, :n_real] = np.arange(n_real)
+    return PackedData(torch.from_numpy(input_ids), torch.from_numpy(labels), torch.from_numpy(doc_ids),
+                      torch.from_numpy(position_ids), packed.stats)
 
 
 def pack_stream(docs: Iterable[Doc], seq_len: int, pad_id: int, buffer_docs: int = 10_000) -> Iterator[PackedData]:

@@ -2,7 +2,8 @@
 
 Idea (arXiv 2501.12948 §3.1 "Evaluation Setup"): sample k responses per problem at temperature 0.6, top-p 0.95;
 pass@1 = mean over problems of the fraction of correct samples; cons@k = correctness of the majority-voted final
-answer. We also report greedy accuracy (the paper avoids greedy for long CoT because it repeats; it stays useful as
+answer. We also report pass@k (some sample of the k is correct): the gap pass@k − pass@1 is what RL that only
+sharpens the sampling distribution could gain at most from the same samples. We also report greedy accuracy (the paper avoids greedy for long CoT because it repeats; it stays useful as
 a low-variance signal for tiny models), mean response tokens and the language-mixing rate.
 
 Definitions (deliberate, documented choices):
@@ -56,6 +57,7 @@ class EvalResult:
     n_problems: int
     pass_at_1: float
     cons_at_k: float
+    pass_at_k: float
     greedy_accuracy: float | None
     mean_response_tokens: float
     language_mixing_rate: float
@@ -71,18 +73,19 @@ class EvalResult:
 
     def table(self) -> str:
         """A small text table: one line per family and the total."""
-        head = f"{'family':<16}{'n':>5}{'pass@1':>9}{f'cons@{self.k}':>9}{'greedy':>8}{'tokens':>8}{'mixed':>7}"
+        head = (f"{'family':<16}{'n':>5}{'pass@1':>9}{f'cons@{self.k}':>9}{f'pass@{self.k}':>9}{'greedy':>8}"
+                f"{'tokens':>8}{'mixed':>7}")
         lines = [head]
         rows = [*self.per_family.items(), ("ALL", self._as_row())]
         for name, m in rows:
             greedy = "-" if m.get("greedy_accuracy") is None else f"{m['greedy_accuracy']:.3f}"
             lines.append(f"{name:<16}{int(m['n_problems']):>5}{m['pass_at_1']:>9.3f}{m['cons_at_k']:>9.3f}"
-                         f"{greedy:>8}{m['mean_response_tokens']:>8.1f}{m['language_mixing_rate']:>7.3f}")
+                         f"{m['pass_at_k']:>9.3f}{greedy:>8}{m['mean_response_tokens']:>8.1f}{m['language_mixing_rate']:>7.3f}")
         return "\n".join(lines)
 
     def _as_row(self) -> dict[str, Any]:
         return {"n_problems": self.n_problems, "pass_at_1": self.pass_at_1, "cons_at_k": self.cons_at_k,
-                "greedy_accuracy": self.greedy_accuracy, "mean_response_tokens": self.mean_response_tokens,
+                "pass_at_k": self.pass_at_k, "greedy_accuracy": self.greedy_accuracy, "mean_response_tokens": self.mean_response_tokens,
                 "language_mixing_rate": self.language_mixing_rate}
 
 
@@ -173,6 +176,7 @@ def aggregate(records: Sequence[ProblemRecord], k: int) -> EvalResult:
             "n_problems": len(rs),
             "pass_at_1": _mean([_mean([float(c) for c in r.correct]) for r in rs]),
             "cons_at_k": _mean([float(r.cons_correct) for r in rs]),
+            "pass_at_k": _mean([float(any(r.correct)) for r in rs]),
             "greedy_accuracy": _mean([float(g) for g in greedy]) if greedy else None,
             "mean_response_tokens": _mean([t for r in rs for t in r.tokens]),
             "language_mixing_rate": _mean([float(m) for r in rs for m in r.mixed]),

@@ -163,27 +163,55 @@ def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def resolve(recipe: Recipe, preset: str) -> Recipe:
-    """The recipe with the preset's overrides merged in: ``"kind:<kind>"`` entries, then ``"<stage name>"`` ones.
+def resolve(recipe: Recipe, preset: str, overrides: Mapping[str, Mapping[str, Any]] | None = None) -> Recipe:
+    """The recipe with the preset's overrides merged in: ``"kind:<kind>"`` entries, then ``"<stage name>"`` ones;
+    then the user's ``overrides`` (same keys, e.g. from ``r1lab speedrun --set``), kind entries before stage ones.
 
-    A preset entry naming a stage or kind the registry does not know is an error (it would silently do nothing).
+    A preset or override entry naming a stage or kind the registry does not know is an error (it would silently do
+    nothing).
     """
     from r1lab.pipeline.presets import PRESETS
 
     if preset not in PRESETS:
         raise RecipeError(f"unknown preset {preset!r}; known: {', '.join(sorted(PRESETS))}")
     table = PRESETS[preset]
+    user = dict(overrides or {})
     all_names = {s.name for r in RECIPES.values() for s in r.stages}
-    for key in table:
-        kind = key.removeprefix("kind:")
-        if (key.startswith("kind:") and kind not in KINDS) or (not key.startswith("kind:") and key not in all_names):
-            raise RecipeError(f"preset {preset!r}: entry {key!r} names no known stage or kind")
+    for where, entries in ((f"preset {preset!r}", table), ("--set", user)):
+        for key in entries:
+            kind = key.removeprefix("kind:")
+            if (key.startswith("kind:") and kind not in KINDS) or (not key.startswith("kind:") and key not in all_names):
+                raise RecipeError(f"{where}: entry {key!r} names no known stage or kind")
     stages = []
     for s in recipe.stages:
         cfg = _merge(table.get(f"kind:{s.kind}", {}), s.config)
-        cfg = _merge(cfg, table.get(s.name, {}))
+        for layer in (table.get(s.name, {}), user.get(f"kind:{s.kind}", {}), user.get(s.name, {})):
+            cfg = _merge(cfg, layer)
         stages.append(dataclasses.replace(s, config=cfg))
     return dataclasses.replace(recipe, stages=tuple(stages))
+
+
+def parse_set(items: list[str] | None) -> dict[str, dict[str, Any]]:
+    """``["STAGE.FIELD=VALUE", ...]`` → ``{STAGE: {FIELD: VALUE}}``; STAGE is a stage name or ``kind:<kind>``, VALUE is
+    JSON (a bare word that is not JSON stays a string).
+
+    >>> parse_set(["r1-zero.steps=60", "kind:grpo.lr=2e-3", "tokenizer.template_share=0.5", "pretrain.preset=tiny"])
+    {'r1-zero': {'steps': 60}, 'kind:grpo': {'lr': 0.002}, 'tokenizer': {'template_share': 0.5}, 'pretrain': {'preset': 'tiny'}}
+    """
+    import json
+
+    out: dict[str, dict[str, Any]] = {}
+    for item in items or []:
+        target, eq, raw = item.partition("=")
+        stage, dot, name = target.rpartition(".")
+        if not eq or not dot or not stage or not name:
+            raise RecipeError(f"--set {item!r}: expected STAGE.FIELD=VALUE, e.g. r1-zero.steps=60 or kind:grpo.lr=2e-3")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        out.setdefault(stage, {})[name] = value
+    return out
 
 
 def validate(recipe: Recipe) -> None:
@@ -225,8 +253,8 @@ def config_hash(recipe: Recipe) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def prepare(name: str, preset: str) -> Recipe:
+def prepare(name: str, preset: str, overrides: Mapping[str, Mapping[str, Any]] | None = None) -> Recipe:
     """get_recipe + resolve + validate: the recipe ready to run, or a RecipeError before anything runs."""
-    recipe = resolve(get_recipe(name), preset)
+    recipe = resolve(get_recipe(name), preset, overrides)
     validate(recipe)
     return recipe

@@ -17,13 +17,14 @@ from r1lab.pipeline.rundir import run_recipe
 
 
 def run(out: str | Path, preset: str = "cpu", recipe: str = "speedrun", only: list[str] | None = None,
-        threads: int = 0) -> dict[str, dict[str, Any]]:
-    """Validate the recipe (errors before anything runs), then run or resume it in ``out``."""
+        threads: int = 0, overrides: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+    """Validate the recipe (errors before anything runs), then run or resume it in ``out``; ``overrides`` are
+    stage config changes on top of the preset (``recipes.parse_set``), recorded in run.json like the rest."""
     import torch
 
     from r1lab.pipeline.stages import runners
 
-    resolved = prepare(recipe, preset)
+    resolved = prepare(recipe, preset, overrides)
     if threads:
         torch.set_num_threads(threads)
     t0 = time.time()

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from r1lab.data.packing import PackedData, pack_documents
+from r1lab.data.packing import PackedData, join_row_documents, pack_documents
 
 
 @dataclass
@@ -88,6 +88,10 @@ def prepare_data(cfg: Any, tokenizer: Any, corpus: list[str], tokenizer_dir: str
     if held_docs:
         held = pack_documents(held_docs, cfg.seq_len, tokenizer.pad_id)
         log(f"held-out: {held.stats.log_line()}")
+    if not getattr(cfg, "doc_mask", True):
+        train = join_row_documents(train, cfg.seed)
+        held = None if held is None else join_row_documents(held, cfg.seed + 1)
+        log("doc_mask=False: documents of a row form one sequence (V3 §4.1: no cross-sample masking)")
     return PretrainData(train, held, corpus, tokenizer_dir, len(docs), len(held_docs))
 
 

@@ -79,6 +79,11 @@ class PretrainConfig:
     """Built-in corpus: difficulty levels to include."""
     seq_len: int = 256
     """Packed row length in tokens."""
+    doc_mask: bool = True
+    """Keep packed documents apart (attention, positions and next-token pairs stay inside each document, as Llama 3
+    does). False = DeepSeek-V3's choice (§4.1: no cross-sample attention masking): each packed row is one sequence
+    of its documents in a seeded random order, so the model also learns to read a question that comes after
+    unrelated text (see ``r1lab.data.packing.join_row_documents``)."""
     micro_batch: int = 16
     """Rows per forward/backward pass per rank."""
     grad_accum: int = 1
