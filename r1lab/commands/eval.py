@@ -1,6 +1,7 @@
 """Evaluate a model as DeepSeek-R1 does: pass@1 averaged over k samples (temperature 0.6, top-p 0.95), cons@k
-(majority vote), greedy accuracy, per task family, mean response tokens and language-mixing rate — on the built-in
-held-out test split and/or local JSONL benchmarks (GSM8K "answer": "… #### 72", MATH "solution" with \\boxed{}).
+(majority vote), pass@k (some sample correct), greedy accuracy, per task family, mean response tokens and
+language-mixing rate — on the built-in held-out test split and/or local JSONL benchmarks (GSM8K "answer":
+"… #### 72", MATH "solution" with \\boxed{}).
 
 Examples:
   r1lab eval --model runs/speedrun/r1/final --template r1
@@ -10,7 +11,7 @@ Examples:
 from __future__ import annotations
 
 NAME = "eval"
-HELP = "pass@1 / cons@k / greedy accuracy of a model on the held-out split or a GSM8K/MATH JSONL file"
+HELP = "pass@1 / cons@k / pass@k / greedy accuracy of a model on the held-out split or a GSM8K/MATH JSONL file"
 
 
 def add_arguments(p) -> None:
