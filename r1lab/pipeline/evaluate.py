@@ -2,9 +2,10 @@
 
 Idea (arXiv 2501.12948 §3.1 "Evaluation Setup"): sample k responses per problem at temperature 0.6, top-p 0.95;
 pass@1 = mean over problems of the fraction of correct samples; cons@k = correctness of the majority-voted final
-answer. We also report pass@k (some sample of the k is correct): the gap pass@k − pass@1 is what RL that only
-sharpens the sampling distribution could gain at most from the same samples. We also report greedy accuracy (the paper avoids greedy for long CoT because it repeats; it stays useful as
-a low-variance signal for tiny models), mean response tokens and the language-mixing rate.
+answer. We also report pass@k (some sample of the k is correct: the gap pass@k − pass@1 bounds what RL that only
+sharpens the sampling distribution could gain from the same samples), greedy accuracy (the paper avoids greedy for
+long CoT because it repeats; it stays useful as a low-variance signal for tiny models), mean response tokens and the
+language-mixing rate.
 
 Definitions (deliberate, documented choices):
 - correctness of a sample = the task's own rule reward ``r1lab.tasks.task_reward`` is 1.0 (countdown's 0.1
@@ -80,13 +81,14 @@ class EvalResult:
         for name, m in rows:
             greedy = "-" if m.get("greedy_accuracy") is None else f"{m['greedy_accuracy']:.3f}"
             lines.append(f"{name:<16}{int(m['n_problems']):>5}{m['pass_at_1']:>9.3f}{m['cons_at_k']:>9.3f}"
-                         f"{m['pass_at_k']:>9.3f}{greedy:>8}{m['mean_response_tokens']:>8.1f}{m['language_mixing_rate']:>7.3f}")
+                         f"{m['pass_at_k']:>9.3f}{greedy:>8}{m['mean_response_tokens']:>8.1f}"
+                         f"{m['language_mixing_rate']:>7.3f}")
         return "\n".join(lines)
 
     def _as_row(self) -> dict[str, Any]:
         return {"n_problems": self.n_problems, "pass_at_1": self.pass_at_1, "cons_at_k": self.cons_at_k,
-                "pass_at_k": self.pass_at_k, "greedy_accuracy": self.greedy_accuracy, "mean_response_tokens": self.mean_response_tokens,
-                "language_mixing_rate": self.language_mixing_rate}
+                "pass_at_k": self.pass_at_k, "greedy_accuracy": self.greedy_accuracy,
+                "mean_response_tokens": self.mean_response_tokens, "language_mixing_rate": self.language_mixing_rate}
 
 
 def vote_key(answer: str | None) -> str | None:

@@ -179,8 +179,8 @@ def resolve(recipe: Recipe, preset: str, overrides: Mapping[str, Mapping[str, An
     all_names = {s.name for r in RECIPES.values() for s in r.stages}
     for where, entries in ((f"preset {preset!r}", table), ("--set", user)):
         for key in entries:
-            kind = key.removeprefix("kind:")
-            if (key.startswith("kind:") and kind not in KINDS) or (not key.startswith("kind:") and key not in all_names):
+            known = key.removeprefix("kind:") in KINDS if key.startswith("kind:") else key in all_names
+            if not known:
                 raise RecipeError(f"{where}: entry {key!r} names no known stage or kind")
     stages = []
     for s in recipe.stages:
@@ -192,11 +192,11 @@ def resolve(recipe: Recipe, preset: str, overrides: Mapping[str, Mapping[str, An
 
 
 def parse_set(items: list[str] | None) -> dict[str, dict[str, Any]]:
-    """``["STAGE.FIELD=VALUE", ...]`` → ``{STAGE: {FIELD: VALUE}}``; STAGE is a stage name or ``kind:<kind>``, VALUE is
-    JSON (a bare word that is not JSON stays a string).
+    """``["STAGE.FIELD=VALUE", ...]`` → ``{STAGE: {FIELD: VALUE}}``; STAGE is a stage name or ``kind:<kind>``,
+    VALUE is JSON (a bare word that is not JSON stays a string).
 
-    >>> parse_set(["r1-zero.steps=60", "kind:grpo.lr=2e-3", "tokenizer.template_share=0.5", "pretrain.preset=tiny"])
-    {'r1-zero': {'steps': 60}, 'kind:grpo': {'lr': 0.002}, 'tokenizer': {'template_share': 0.5}, 'pretrain': {'preset': 'tiny'}}
+    >>> parse_set(["r1-zero.steps=60", "kind:grpo.lr=2e-3", "pretrain.preset=tiny", "r1-zero.lr=1e-3"])
+    {'r1-zero': {'steps': 60, 'lr': 0.001}, 'kind:grpo': {'lr': 0.002}, 'pretrain': {'preset': 'tiny'}}
     """
     import json
 
