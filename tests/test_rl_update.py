@@ -125,3 +125,37 @@ def test_update_raises_logprob_of_positive_advantage_completions():
     delta = mean_logp() - before
     pos, neg = adv.advantages_N > 0, adv.advantages_N < 0
     assert delta[pos].mean() > 0 > delta[neg].mean()
+
+
+def test_padding_to_a_multiple_changes_neither_logprobs_nor_update():
+    """GRPO pads each step's widths to a multiple (64 on CUDA) for stable shapes; padding is masked, so the π log-probs
+    on real tokens and the weights after one update must equal the unpadded batch's (up to float noise)."""
+    from r1lab.rl.logprobs import completion_logprobs
+    from r1lab.rl.rollout import collate
+    from r1lab.rl.sampler import Sample
+
+    prompts = [[5, 6, 7], [8, 9, 10, 11, 12]]
+    samples = [[Sample([13, 14], [-1.0, -2.0], "stop"), Sample([15], [-1.5], "stop")],
+               [Sample([16, 17, 18], [-1.0] * 3, "length"), Sample([19, 20], [-2.0, -2.0], "stop")]]
+    batches = []
+    for multiple in (1, 8):
+        t = collate(prompts, samples, pad_id=2, multiple=multiple)
+        assert t["input_ids_NS"].shape[1] % multiple == 0
+        rewards = torch.tensor([0.0, 1.0, 1.0, 0.0])
+        batches.append(RolloutBatch(t["input_ids_NS"], t["attention_mask_NS"], t["completion_mask_NT"],
+                                    t["old_logp_NT"], rewards[:, None], ["accuracy"], rewards, t["group_ids_N"],
+                                    t["truncated_N"], G, ["x"] * 4, [None] * 4))
+    plain, padded = batches
+    assert padded.input_ids_NS.shape[1] > plain.input_ids_NS.shape[1]
+    model = tiny_model().eval()
+    with torch.no_grad():
+        lp = [completion_logprobs(model, b.input_ids_NS, b.attention_mask_NS, b.completion_len).logp_NT
+              for b in batches]
+    m = plain.completion_mask_NT.bool()
+    torch.testing.assert_close(lp[1][:, : plain.completion_len][m], lp[0][m], atol=1e-5, rtol=1e-5)
+    weights = []
+    for b in batches:
+        model = tiny_model()
+        one_step(model, b, SETTINGS)
+        weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    torch.testing.assert_close(weights[1], weights[0], atol=1e-5, rtol=1e-4)

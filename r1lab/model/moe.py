@@ -122,7 +122,9 @@ class Experts(nn.Module):
 
     def forward_grouped(self, x_ND, weights_NK, indices_NK) -> torch.Tensor:
         """Fast path: sort the N·K (token, expert) pairs by expert, one grouped GEMM per projection, scatter back."""
-        n, k = indices_NK.shape
+        k = indices_NK.shape[1]
+        if x_ND.is_cuda and torch.is_autocast_enabled("cuda"):  # fp32 master weights under autocast: compute in
+            x_ND = x_ND.to(torch.get_autocast_dtype("cuda"))     # the autocast dtype, as F.linear would
         flat_expert = indices_NK.reshape(-1)
         order = torch.argsort(flat_expert, stable=True)
         token_of = order // k
@@ -137,7 +139,7 @@ class Experts(nn.Module):
             parts = torch.split(x_sorted, counts_E.tolist())
             y_sorted = torch.cat([self._expert(j, part) for j, part in enumerate(parts)], dim=0)
         y_sorted = y_sorted * weights_NK.reshape(-1)[order, None].to(y_sorted.dtype)
-        return torch.zeros_like(x_ND).index_add_(0, token_of, y_sorted)
+        return torch.zeros_like(x_ND, dtype=y_sorted.dtype).index_add_(0, token_of, y_sorted)
 
 
 def expert_counts(expert_ids: torch.Tensor, n_experts: int) -> torch.Tensor:

@@ -208,7 +208,9 @@ def load_generator(model_dir: str | Path, tokenizer_dir: str | Path | None = Non
         try:
             from r1lab.engine import LLM
 
-            generate = engine_generate_fn(LLM(model, tokenizer=tokenizer, device=device), tokenizer)
+            # compile: CUDA graphs for the decode step on a GPU (40× eager transformers at batch 1 on an H100,
+            # docs/benchmarks.md); ignored on CPU
+            generate = engine_generate_fn(LLM(model, tokenizer=tokenizer, device=device, compile=True), tokenizer)
         except Exception as err:  # noqa: BLE001 - "auto" falls back to the naive sampler
             if sampler == "engine":
                 raise

@@ -152,6 +152,11 @@ class GRPOConfig:
     """Continue from the latest checkpoint in out_dir/checkpoints."""
     sampler: str = "auto"
     """Generator: "engine" (r1lab.engine), "naive" (full forward per token), "auto" (engine if available)."""
+    pad_multiple: int = 0
+    """Round the prompt and completion widths of each step's batch up to a multiple of this (0 = 64 on CUDA, where
+    equal shapes let cuDNN attention reuse its plans, and 1 on CPU). Padding is masked: results do not change."""
+    compile_sampler: bool = True
+    """Engine: torch.compile the decode step into CUDA graphs (CUDA and DeepSeek-V3 models only; else ignored)."""
     device: str = "auto"
     """Device: auto | cpu | cuda."""
     dtype: str = "auto"
@@ -173,6 +178,8 @@ class GRPOConfig:
         for name in ("steps", "prompts_per_step", "inner_updates", "micro_batch", "max_new_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.pad_multiple < 0:
+            raise ValueError(f"pad_multiple must be >= 0, got {self.pad_multiple}")
         if self.beta < 0 or self.eps < 0 or self.eps_high < 0:
             raise ValueError("beta, eps and eps_high must be >= 0")
 
@@ -314,6 +321,7 @@ def run_grpo(cfg: GRPOConfig) -> dict[str, Any]:
     run = setup_run(cfg)
     info, model, tokenizer, optimizer, scheduler = run.info, run.model, run.tokenizer, run.optimizer, run.scheduler
     settings = cfg.update_settings()
+    pad_multiple = cfg.pad_multiple or (64 if next(model.parameters()).is_cuda else 1)
     fns = reward_functions(cfg.template, cfg.reward_weights)
     weights = {"accuracy": 1.0, **cfg.reward_weights} if "accuracy" not in cfg.reward_weights else cfg.reward_weights
     train_problems = load_problems(cfg, "train")
@@ -324,7 +332,8 @@ def run_grpo(cfg: GRPOConfig) -> dict[str, Any]:
     eval_prompts = encode_prompts(eval_problems, tokenizer, cfg.template)
     longest = max(len(p) for p in train_prompts + eval_prompts)
     sampler = make_sampler(model, tokenizer, cfg.sampler, max_model_len=longest + cfg.max_new_tokens + 8,
-                           max_batch_size=min(256, max(8, cfg.prompts_per_step * cfg.group_size)))
+                           max_batch_size=min(256, max(8, cfg.prompts_per_step * cfg.group_size)),
+                           compile=cfg.compile_sampler)
     ref_model = None
     if cfg.beta > 0:
         ref_model = run.ref_model if run.ref_model is not None else frozen_copy(model)
@@ -355,7 +364,7 @@ def run_grpo(cfg: GRPOConfig) -> dict[str, Any]:
         batch = rollout(sampler, tokenizer, [train_prompts[i] for i in idx], [train_problems[i] for i in idx],
                         cfg.group_size, fns, weights, max_new_tokens=cfg.max_new_tokens,
                         temperature=cfg.temperature, top_p=cfg.top_p,
-                        seed=cfg.seed * 1_000_003 + step * info.world_size + info.rank)
+                        seed=cfg.seed * 1_000_003 + step * info.world_size + info.rank, pad_multiple=pad_multiple)
         t_gen = time.perf_counter() - t0
         adv = group_advantages(batch.rewards_N, cfg.group_size, scale_by_std=cfg.std_scaling,
                                drop_zero_variance=cfg.drop_zero_variance, truncated_N=batch.truncated_N,

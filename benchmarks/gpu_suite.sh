@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Runs the GPU benchmarks of docs/benchmarks.md in one go, each under its own time limit, so that one failure or hang
+# does not lose the others. Every command's output goes to $LOG_DIR/suite.log (with a header per part) and every JSON
+# line the benchmarks print to $LOG_DIR/results.jsonl.
+#
+#   bash benchmarks/gpu_suite.sh [PART ...]      # parts: env tests train train_compile generate generate_compile
+#                                                #        fp8 fp8_curve grpo grpo_qwen balance pretrain profile mismatch
+#                                                #        (default: all)
+#   LOG_DIR=/some/dir bash benchmarks/gpu_suite.sh train generate
+#
+# Parts run in the order given; each is limited by `timeout` (seconds in LIMIT_<part>, defaults below).
+set -u
+LOG_DIR=${LOG_DIR:-runs/gpu_suite}
+mkdir -p "$LOG_DIR"
+LOG="$LOG_DIR/suite.log"
+RESULTS="$LOG_DIR/results.jsonl"
+export PYTHONUNBUFFERED=1
+PY=${PYTHON:-python3}
+
+run() {  # run NAME LIMIT CMD...
+    local name=$1 limit=$2; shift 2
+    echo "=== $name ($(date -u +%H:%M:%S), limit ${limit}s): $*" | tee -a "$LOG"
+    local t0=$SECONDS
+    timeout "$limit" "$@" > "$LOG_DIR/$name.out" 2>&1
+    local rc=$?
+    cat "$LOG_DIR/$name.out" >> "$LOG"
+    grep '^{' "$LOG_DIR/$name.out" >> "$RESULTS"
+    rm -f "$LOG_DIR/$name.out"
+    echo "=== $name rc=$rc in $((SECONDS - t0)) s" | tee -a "$LOG"
+}
+
+part() {
+    case $1 in
+        env) run env 60 bash -c "nvidia-smi; $PY -c 'import torch, transformers; print(torch.__version__, \
+transformers.__version__, torch.cuda.get_device_name(0))'" ;;
+        tests) run tests "${LIMIT_tests:-180}" $PY -m pytest -m gpu -q -p no:cacheprovider tests ;;
+        train) run train "${LIMIT_train:-150}" $PY benchmarks/train_step.py ;;
+        train_compile) run train_compile "${LIMIT_train_compile:-240}" $PY benchmarks/train_step.py --compile ;;
+        generate) run generate "${LIMIT_generate:-200}" $PY benchmarks/generate.py ;;
+        generate_compile) run generate_compile "${LIMIT_generate_compile:-240}" $PY benchmarks/generate.py --compile ;;
+        fp8) run fp8 "${LIMIT_fp8:-120}" $PY benchmarks/fp8.py ;;
+        fp8_curve) run fp8_curve "${LIMIT_fp8_curve:-300}" $PY benchmarks/fp8.py --skip-linear --loss-curve 300 ;;
+        grpo) run grpo "${LIMIT_grpo:-240}" $PY benchmarks/grpo_step.py --arch deepseek --steps "${GRPO_STEPS:-6}" ;;
+        profile) run profile "${LIMIT_profile:-150}" $PY benchmarks/profile_gpu.py ;;
+        mismatch) run mismatch "${LIMIT_mismatch:-150}" bash -c "$PY benchmarks/logprob_mismatch.py --device cuda && \
+$PY benchmarks/logprob_mismatch.py --device cuda --compile" ;;
+        grpo_qwen) run grpo_qwen "${LIMIT_grpo_qwen:-240}" $PY benchmarks/grpo_step.py --arch qwen2 ;;
+        balance) run balance "${LIMIT_balance:-240}" $PY benchmarks/balance.py --preset gpu-small --device cuda \
+            --steps 300 --seq-len 512 --micro-batch 16 --gamma 0.001 --out "$LOG_DIR/balance" ;;
+        pretrain) run pretrain "${LIMIT_pretrain:-240}" $PY -m r1lab pretrain --preset gpu-small --device cuda --steps 300 --eval-every 0 --ckpt-every 0 \
+            --micro-batch 32 --seq-len 512 --exact-match 0 --out-dir "$LOG_DIR/pretrain" ;;
+        *) echo "unknown part $1" | tee -a "$LOG" ;;
+    esac
+}
+
+PARTS=("$@")
+[ ${#PARTS[@]} -eq 0 ] && PARTS=(env tests train generate fp8 grpo grpo_qwen train_compile generate_compile fp8_curve balance pretrain profile mismatch)
+for p in "${PARTS[@]}"; do part "$p"; done
