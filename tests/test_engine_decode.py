@@ -132,13 +132,9 @@ def test_traced_decode_step_matches_eager(model):
     at small batch it is one graph: no host synchronisation inside."""
     sp = SamplingParams(temperature=0.0, max_tokens=8)
     ref = LLM(model, max_batch_size=4).generate(prompt_token_ids=PROMPTS[:3], sampling_params=sp)
-    llm = LLM(model, max_batch_size=4)
+    llm = LLM(model, max_batch_size=4, compile={"backend": "eager", "fullgraph": True})
     runner = llm._runner
-    for t in runner.cache.kv_SLX:
-        torch._dynamo.mark_static_address(t)
-    runner._decode_fn = torch.compile(runner._main_forward, backend="eager", fullgraph=True, dynamic=False)
-    runner.compiled = True
-    assert runner.kv_bucket(70) == 128
+    assert runner.compiled and runner.kv_bucket(70) == 128
     out = llm.generate(prompt_token_ids=PROMPTS[:3], sampling_params=sp)
     assert runner.compiled  # no fallback to eager happened
     assert [o.outputs[0].token_ids for o in out] == [o.outputs[0].token_ids for o in ref]

@@ -2,6 +2,7 @@
 logits identical to the training forward's MTP logits (the per-depth caches and rollback are exact), and under
 sampling the emitted tokens follow the target distribution (chi-square against the exact distribution)."""
 
+import copy
 import math
 
 import pytest
@@ -74,6 +75,27 @@ def test_greedy_speculative_equals_plain_greedy(which, k, trained, partial, rand
     assert 0.0 <= rate <= 1.0
 
 
+@pytest.mark.parametrize("k,dtype", [(1, torch.float32), (2, torch.bfloat16)])
+def test_traced_speculative_round_matches_eager(k, dtype, partial):
+    """With compile on, the verification step (T = k + 1) and the MTP draft windows run as whole dynamo graphs
+    (fullgraph: no graph break, so no host sync inside; the eager backend stands in for CUDA graphs on CPU) and give
+    the same tokens and log-probs as eager decoding, rollbacks included. k = 2 sends the windows through the grouped
+    expert GEMM, whose tracing needs bf16 (its meta kernel is the CUDA one), so it is compared with eager speculative
+    decoding in bf16 (same operations, so equal results); k = 1 in fp32 with eager plain greedy."""
+    model = copy.deepcopy(partial).to(dtype)
+    ref = LLM(model, max_batch_size=8) if k == 1 else \
+        LLM(model, max_batch_size=2, speculative_mtp=True, num_speculative_tokens=k)
+    ref_ids, ref_lps = _greedy(ref)
+    spec = LLM(model, max_batch_size=2, speculative_mtp=True, num_speculative_tokens=k,
+               compile={"backend": "eager", "fullgraph": True})
+    ids, lps = _greedy(spec)
+    assert spec._runner.compiled  # no fallback to eager happened
+    assert ids == ref_ids
+    for a, b in zip(lps, ref_lps):
+        assert torch.allclose(torch.tensor(a), torch.tensor(b), atol=1e-5)
+    assert 0.05 < spec.stats.acceptance_rate < 0.98
+
+
 @pytest.mark.parametrize("which,temperature", [("trained", 0.0), ("trained", 1.0), ("partial", 0.0), ("partial", 1.0)])
 def test_draft_logits_equal_training_mtp_logits(which, temperature, trained, partial):
     """Record every draft window; where the tokens it used were accepted, its logits must equal the full forward's
@@ -84,8 +106,8 @@ def test_draft_logits_equal_training_mtp_logits(which, temperature, trained, par
     records = []
     original = runner.mtp_window
 
-    def spy(depth, slots_B, start_B, count_B, w, kv_len):
-        logits = original(depth, slots_B, start_B, count_B, w, kv_len)
+    def spy(depth, slots_B, start_B, count_B, w, kv_len, eager=False):
+        logits = original(depth, slots_B, start_B, count_B, w, kv_len, eager=eager)
         m = int(start_B[0] + count_B[0] - 1)
         used = runner.cache.tokens_SL[int(slots_B[0]), m + 1: m + 1 + depth].tolist()
         records.append((depth, m, used, logits[0].clone()))

@@ -94,7 +94,8 @@ class LLM:
 
     def __init__(self, model_or_dir: Any, tokenizer: Any = None, speculative_mtp: bool = False,
                  num_speculative_tokens: int = 1, max_batch_size: int = 64, max_model_len: int | None = None,
-                 device: str | torch.device | None = None, dtype: torch.dtype | None = None, compile: bool = False,
+                 device: str | torch.device | None = None, dtype: torch.dtype | None = None,
+                 compile: bool | dict = False,
                  seed: int | None = None):
         """Build an engine.
 
@@ -105,8 +106,9 @@ class LLM:
         (sequences decoded together). max_model_len: context length (default: the config's, at most 8192); the
         latent cache is preallocated for max_batch_size × max_model_len. device: default the module's own device,
         else CUDA when available. dtype: for directories only (default bf16 on CUDA, fp32 on CPU); a module keeps
-        its dtype. compile: torch.compile the decode step with CUDA graphs (CUDA only). seed: seeds the engine's
-        generator used by requests without their own ``SamplingParams.seed``.
+        its dtype. compile: torch.compile the decode step, the speculative verification and the MTP draft windows
+        with CUDA graphs (CUDA only; a dict = torch.compile arguments on any device, see ``DeepSeekRunner``).
+        seed: seeds the engine's generator used by requests without their own ``SamplingParams.seed``.
         """
         if device is None:  # a module stays where it is; a directory goes to the GPU when there is one
             device = next(model_or_dir.parameters()).device if isinstance(model_or_dir, nn.Module) else \

@@ -7,7 +7,8 @@
   position". T = 1 is the ordinary decode step; T = k + 1 is the verification step of speculative decoding.
   All shapes are fixed given (batch bucket, T, kv_len bucket), so the step can be wrapped by
   ``torch.compile(mode="reduce-overhead")`` (CUDA graphs); that wrapper is selected once at construction and only
-  on CUDA, and any failure to compile falls back to eager with a warning.
+  on CUDA, and any failure to compile falls back to eager with a warning. The verification step (T = k + 1) and the
+  MTP draft windows (fixed width k + 1) are compiled the same way, so a speculative round runs in graphs too.
 - MTP windows (V3 report §2.2 used as the draft model, §5.4.3): depth j at positions p reads h^{j-1}_p and the token
   t_{p+j}, runs its module over its own latent cache, stores h^j_p and returns the logits at each row's last position.
 
@@ -81,26 +82,45 @@ def ffn_decode(block, h_BTD: torch.Tensor) -> torch.Tensor:
 class DeepSeekRunner:
     """Runs ``model`` (a DeepSeekV3ForCausalLM, held by reference) against ``cache``."""
 
-    def __init__(self, model, cache: LatentCache, draft_depths: int = 0, compile: bool = False):
+    def __init__(self, model, cache: LatentCache, draft_depths: int = 0, compile: bool | dict = False):
+        """compile: True = ``torch.compile(mode="reduce-overhead")`` (CUDA graphs) on CUDA, ignored on CPU; a dict =
+        those torch.compile arguments on any device (tests trace the decode on CPU with
+        ``{"backend": "aot_eager", "fullgraph": True}``)."""
         self.model = model
         self.cache = cache
         self.n_layers = model.config.num_hidden_layers
         self.kv_rank = model.config.kv_lora_rank
         self.draft_depths = draft_depths
-        self._decode_fn = self._main_forward
+        self._decode_fn, self._mtp_fn = self._main_forward, self._mtp_forward
         self.compiled = False
-        if compile and cache.kv_SLX[0].is_cuda:
+        if isinstance(compile, dict) or (compile and cache.kv_SLX[0].is_cuda):
+            kwargs = compile if isinstance(compile, dict) else {"mode": "reduce-overhead"}
             try:
                 import torch._dynamo
+                # graphs per (batch bucket, T, kv bucket) and per (depth, kv bucket) for the MTP windows
                 torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
-                for t in cache.kv_SLX + cache.hidden_SLD:  # mutated in place: must keep their addresses in graphs
+                mutated = [t for t in [*cache.kv_SLX, *cache.hidden_SLD, cache.tokens_SL] if t is not None]
+                for t in mutated:  # written in place: must keep their addresses in graphs
                     torch._dynamo.mark_static_address(t)
-                self._decode_fn = torch.compile(self._main_forward, mode="reduce-overhead", dynamic=False)
+                self._decode_fn = torch.compile(self._main_forward, dynamic=False, **kwargs)
+                self._mtp_fn = torch.compile(self._mtp_forward, dynamic=False, **kwargs)
                 self.compiled = True
             except Exception as err:  # noqa: BLE001 - any backend problem: stay eager
                 log.warning("torch.compile unavailable (%s); decoding eagerly", err)
         elif compile:
             log.info("compile=True ignored off CUDA (CUDA graphs need a GPU)")
+
+    def _run_compiled(self, name: str, fn, eager, *args):
+        """``fn(*args)`` with outputs cloned (CUDA-graph outputs are reused buffers); on any failure switch the whole
+        runner to eager for good and run ``eager(*args)``."""
+        try:
+            out = fn(*args)
+        except Exception as err:  # noqa: BLE001
+            log.warning("compiled %s failed (%s); switching to eager", name, err)
+            self.compiled = False
+            self._decode_fn, self._mtp_fn = self._main_forward, self._mtp_forward
+            return eager(*args)
+        return tuple(t.clone() for t in out) if isinstance(out, tuple) else out.clone()
 
     def kv_bucket(self, n: int) -> int:
         """Keys to attend over for a longest context of n: multiples of 64 eagerly; powers of two (≥ 64) when the
@@ -157,14 +177,9 @@ class DeepSeekRunner:
         """Logits [B, T, V] (fp32) of T new tokens per row placed at positions start..start+T-1.
 
         With speculative decoding on, also records h^0 (last block output before the norm) and the tokens."""
-        if self.compiled and tokens_BT.shape[1] == 1:
-            try:
-                logits_BTV, h_BTD = self._decode_fn(tokens_BT, start_B, slots_B, kv_len)
-                logits_BTV, h_BTD = logits_BTV.clone(), h_BTD.clone()  # CUDA-graph outputs are reused buffers
-            except Exception as err:  # noqa: BLE001
-                log.warning("compiled decode failed (%s); switching to eager", err)
-                self.compiled = False
-                logits_BTV, h_BTD = self._main_forward(tokens_BT, start_B, slots_B, kv_len)
+        if self.compiled:
+            logits_BTV, h_BTD = self._run_compiled("decode", self._decode_fn, self._main_forward, tokens_BT, start_B,
+                                                   slots_B, kv_len)
         else:
             logits_BTV, h_BTD = self._main_forward(tokens_BT, start_B, slots_B, kv_len)
         if self.draft_depths:
@@ -176,13 +191,21 @@ class DeepSeekRunner:
     # ------------------------------------------------------------------ MTP draft depth over a window of positions
     @torch.no_grad()
     def mtp_window(self, depth: int, slots_B: torch.Tensor, start_B: torch.Tensor, count_B: torch.Tensor, w: int,
-                   kv_len: int) -> torch.Tensor:
+                   kv_len: int, eager: bool = False) -> torch.Tensor:
         """Run draft depth ``depth`` (1-based) at positions start..start+count-1 of each row (padded to ``w``).
 
         Inputs: h^{depth-1} from the hidden buffer and tokens t_{p+depth} from the token buffer (which must already
         hold the drafts of lower depths). Stores h^depth when a deeper depth needs it. Returns the draft logits at
-        each row's last position, [B, V] fp32.
+        each row's last position, [B, V] fp32. ``eager``: skip the compiled graphs (the once-per-request catch-up
+        over a prompt, whose width varies, would otherwise compile a graph per prompt length).
         """
+        if self.compiled and not eager:
+            return self._run_compiled("MTP window", self._mtp_fn, self._mtp_forward, depth, slots_B, start_B,
+                                      count_B, w, kv_len)
+        return self._mtp_forward(depth, slots_B, start_B, count_B, w, kv_len)
+
+    def _mtp_forward(self, depth: int, slots_B: torch.Tensor, start_B: torch.Tensor, count_B: torch.Tensor, w: int,
+                     kv_len: int) -> torch.Tensor:
         m = self.model
         mtp = m.model.mtp[min(depth, len(m.model.mtp)) - 1]
         cache = self.cache

@@ -43,7 +43,7 @@ def catch_up_prompt(runner, seqs: list[Sequence], k: int) -> None:
         w = max(counts)
         count_B = torch.tensor([max(c, 1) for c in counts], device=device)
         start_B = torch.zeros_like(count_B)
-        runner.mtp_window(j, slots_B, start_B, count_B, w, runner.kv_bucket(w))
+        runner.mtp_window(j, slots_B, start_B, count_B, w, runner.kv_bucket(w), eager=True)
         for s, c in zip(seqs, counts):
             s.draft_len[j] = c
 
