@@ -22,7 +22,8 @@ Two interchangeable GEMM backends, chosen once when the module is built (and aga
 - `ReferenceGemm`: dequantise -> FP32 matmul. Same quantisation, so it tells the exact numerics; runs anywhere.
 - `ScaledMMGemm`: r1lab.fp8_kernels, cuBLAS blockwise `torch.nn.functional.scaled_mm` (ScalingType.BlockWise1x128
   x BlockWise128x128) on SM90 + CUDA >= 12.9. Chosen over a Triton kernel because torch 2.13 ships it (verified in
-  its source and tests), so there is no kernel of ours to maintain; see fp8_kernels for the layout contract.
+  its source and tests), so there is no kernel of ours to maintain; see fp8_kernels for the layout contract. Its
+  operands are quantised by `compiled_quantize` (torch.compile of the same function: fused kernels, same bytes).
 
 Deliberate differences from the report: no promotion-interval emulation (cuBLAS/CPU accumulate fully in FP32);
 dims that are not multiples of 128 are zero-padded per GEMM (the report's shapes never need it); the bias add and
@@ -235,10 +236,33 @@ def _q(x_RC: torch.Tensor, block: tuple[int, int]) -> QTensor:
     return QTensor(*quantize_blockwise(x_RC, block, pad=True), block)
 
 
+_COMPILED_QUANTIZE: Callable | None = None
+
+
+def compiled_quantize(x_RC: torch.Tensor, block: tuple[int, int]) -> QTensor:
+    """``_q`` through torch.compile (dynamic shapes): one fused kernel per tile layout instead of eager's ~6 passes
+    over an FP32 copy (cast, pad, abs, amax, divide, clamp/cast), which cost more than the FP8 GEMMs saved on an H100
+    (docs/benchmarks.md). Bitwise equal to ``_q`` (tested on CPU's inductor backend). On any compile error it warns once
+    and stays eager for the rest of the process."""
+    global _COMPILED_QUANTIZE
+    if torch.compiler.is_compiling():  # inside a compiled model: its own graph fuses the eager quantiser
+        return _q(x_RC, block)
+    if _COMPILED_QUANTIZE is None:
+        _COMPILED_QUANTIZE = torch.compile(quantize_blockwise, dynamic=True)
+    if _COMPILED_QUANTIZE is not quantize_blockwise:
+        try:
+            return QTensor(*_COMPILED_QUANTIZE(x_RC, block, pad=True), block)
+        except Exception as err:  # noqa: BLE001 - any backend problem: eager quantisation, same numbers
+            log.warning("fp8: compiled quantisation failed (%s); quantising eagerly", err)
+            _COMPILED_QUANTIZE = quantize_blockwise
+    return _q(x_RC, block)
+
+
 class ReferenceGemm:
     """Dequantise -> FP32 matmul. Exactly the FP8 numerics up to FP32 summation order; runs on any device."""
 
     name = "reference"
+    quantize = staticmethod(_q)
 
     @staticmethod
     def _deq(t: QTensor) -> torch.Tensor:
@@ -258,6 +282,7 @@ class ScaledMMGemm:
     """cuBLAS blockwise FP8 GEMMs through torch.nn.functional.scaled_mm (see r1lab.fp8_kernels)."""
 
     name = "scaled_mm"
+    quantize = staticmethod(compiled_quantize)
 
     def fprop(self, xq: QTensor, wq: QTensor, out_dtype: torch.dtype) -> torch.Tensor:
         return fp8_kernels.fprop(xq.data, xq.scale, wq.data, wq.scale, out_dtype)
@@ -309,13 +334,13 @@ class _FP8LinearFunction(torch.autograd.Function):
             M = x_MK.shape[0]
             if M == 0:  # empty batch: no GEMM library call with a zero dim
                 gemm = ReferenceGemm()
-            wq = _q(weight.detach(), (BLOCK, BLOCK))
-            y_MN = _crop(gemm.fprop(_q(x_MK.detach(), (1, BLOCK)), wq, out_dtype), M, N)
+            wq = gemm.quantize(weight.detach(), (BLOCK, BLOCK))
+            y_MN = _crop(gemm.fprop(gemm.quantize(x_MK.detach(), (1, BLOCK)), wq, out_dtype), M, N)
             if bias is not None:
                 y_MN = y_MN + bias.to(out_dtype)
             need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
             empty = QTensor(x.new_empty(0), x.new_empty(0), (1, 1))
-            xq_t = _q(x_MK.detach().t(), (1, BLOCK)) if need_w else empty
+            xq_t = gemm.quantize(x_MK.detach().t(), (1, BLOCK)) if need_w else empty
             if not need_x:
                 wq = empty
         ctx.save_for_backward(wq.data, wq.scale, xq_t.data, xq_t.scale)
@@ -333,9 +358,10 @@ class _FP8LinearFunction(torch.autograd.Function):
             dy_MN = grad_y.reshape(M, N)
             if ctx.needs_input_grad[0]:
                 wq = QTensor(wd, ws, (BLOCK, BLOCK))
-                dx = _crop(gemm.dgrad(_q(dy_MN, (1, BLOCK)), wq, ctx.x_dtype), M, K).view(ctx.x_shape)
+                dx = _crop(gemm.dgrad(gemm.quantize(dy_MN, (1, BLOCK)), wq, ctx.x_dtype), M, K).view(ctx.x_shape)
             if ctx.needs_input_grad[1]:
-                dw = _crop(gemm.wgrad(_q(dy_MN.t(), (1, BLOCK)), QTensor(xd, xs, (1, BLOCK)), ctx.w_dtype), N, K)
+                dyq_t = gemm.quantize(dy_MN.t(), (1, BLOCK))
+                dw = _crop(gemm.wgrad(dyq_t, QTensor(xd, xs, (1, BLOCK)), ctx.w_dtype), N, K)
             if ctx.has_bias and ctx.needs_input_grad[2]:
                 db = dy_MN.float().sum(0).to(ctx.b_dtype)
         return dx, dw, db, None

@@ -238,3 +238,28 @@ def test_empty_batch_and_backend_selection_on_cpu():
     assert y.shape == (0, 128) and x.grad.shape == (0, 256) and (lin.weight.grad == 0).all()
     with pytest.raises(ValueError, match="backend must be"):
         FP8Linear(256, 128, backend="fast")
+
+
+def test_compiled_quantisation_is_bitwise_equal_and_falls_back(monkeypatch, caplog):
+    """The fast path quantises through torch.compile (inductor; here its CPU backend): same FP8 bytes and scales as
+    the eager quantiser, for both tile layouts, padded and unpadded shapes, bf16 and transposed (non-contiguous)
+    inputs; a failing compile warns and quantises eagerly."""
+    monkeypatch.setattr(fp8, "_COMPILED_QUANTIZE", None)
+    torch.manual_seed(0)
+    cases = [(torch.randn(300, 520) * 3, (1, 128)), (torch.randn(256, 384), (128, 128)),
+             (torch.randn(77, 1000, dtype=torch.bfloat16), (1, 128)), (torch.randn(640, 200).t(), (1, 128))]
+    for x, block in cases:
+        fast, ref = fp8.compiled_quantize(x, block), fp8._q(x, block)
+        assert torch.equal(fast.data.view(torch.uint8), ref.data.view(torch.uint8)), (x.shape, block)
+        assert torch.equal(fast.scale, ref.scale) and fast.block == ref.block
+    assert fp8._COMPILED_QUANTIZE is not fp8.quantize_blockwise  # stayed compiled
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no compiler")
+
+    monkeypatch.setattr(fp8, "_COMPILED_QUANTIZE", broken)
+    x = torch.randn(4, 256)
+    with caplog.at_level(logging.WARNING, logger="r1lab.fp8"):
+        out = fp8.compiled_quantize(x, (1, 128))
+    assert torch.equal(out.data.view(torch.uint8), fp8._q(x, (1, 128)).data.view(torch.uint8))
+    assert fp8._COMPILED_QUANTIZE is fp8.quantize_blockwise and "quantising eagerly" in caplog.text
