@@ -64,8 +64,10 @@ _CPU: dict[str, dict[str, Any]] = {
 
 _GPU: dict[str, dict[str, Any]] = {
     "kind:tokenizer": {"n_per_family": 4000, "levels": [1, 2, 3], "vocab_size": 4096, "template_share": 0.1},
+    # vocab_size: the tokenizer's 4,096 instead of the preset's 32,768 (the head would otherwise be ~8× wider than
+    # the vocabulary the data can use)
     "kind:pretrain": {"preset": "gpu-small", "steps": 3000, "ckpt_every": 500, "eval_every": 500, "micro_batch": 32,
-                      "seq_len": 512, "exact_match": 0},
+                      "seq_len": 512, "exact_match": 0, "model_overrides": {"vocab_size": 4096}},
     "kind:grpo": {"steps": 100, "prompts_per_step": 32, "group_size": 8, "max_new_tokens": 256, "eval_every": 20,
                   "save_every": 20, "families": ALL},
     "kind:sft": {"epochs": 2, "micro_batch": 32, "seq_len": 512, "save_every": 200},
@@ -75,7 +77,8 @@ _GPU: dict[str, dict[str, Any]] = {
     "kind:reject": {"n_per_family": 200, "k": 8, "max_tokens": 256, "max_response_tokens": 240, "min_rows": 1000,
                     "n_non_reasoning": 300},
     "kind:reward_model": {"steps": 300, "n_pairs": 2048, "batch_size": 32, "max_len": 384},
-    "student-base": {"steps": 1000, "model_overrides": {"n_routed_experts": 0, "num_nextn_predict_layers": 0}},
+    "student-base": {"steps": 1000, "model_overrides": {"n_routed_experts": 0, "num_nextn_predict_layers": 0,
+                                                        "vocab_size": 4096}},
     "r1-reasoning-rl": {"families": EN_ZH},
     "r1": {"families": EN_ZH},
     "kind:hf_model": {"hidden_size": 384, "num_hidden_layers": 6, "num_attention_heads": 6, "num_key_value_heads": 2,
