@@ -92,8 +92,9 @@ class MLA(nn.Module):
 
         score = (q_nope·W_UK)·c_KV + q_pe·k_pe; output = W_O · W_UV · (P·c_KV). Every head shares the one key
         [c_KV ; k_pe] and the one value c_KV (multi-query form), so the heads and new tokens fold into the rows of a
-        single batched matmul per row: the latent cache is read once, not once per head (an SDPA call with keys
-        expanded over heads and a boolean mask took 2-3× longer on an H100 at batch 32). Softmax in fp32.
+        single batched matmul per row: the latent cache is read once, not once per head (replacing an SDPA call with
+        keys expanded over heads and a boolean mask raised compiled decoding at batch 32 by 39% on an H100,
+        docs/benchmarks.md). Softmax in fp32.
         """
         b, _, t, _ = q_nope_BHTK.shape
         w_uk_HKC, w_uv_HVC = self.absorbed_weights()

@@ -154,7 +154,7 @@ class GRPOConfig:
     """Generator: "engine" (r1lab.engine), "naive" (full forward per token), "auto" (engine if available)."""
     pad_multiple: int = 0
     """Round the prompt and completion widths of each step's batch up to a multiple of this (0 = 64 on CUDA, where
-    equal shapes let cuDNN attention reuse its plans, and 1 on CPU). Padding is masked: results do not change."""
+    repeated shapes let cuDNN attention reuse its plans, and 1 on CPU). Padding is masked: results do not change."""
     compile_sampler: bool = True
     """Engine: torch.compile the decode step into CUDA graphs (CUDA and DeepSeek-V3 models only; else ignored)."""
     device: str = "auto"

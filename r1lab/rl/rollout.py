@@ -181,8 +181,8 @@ def collate(prompts: Sequence[Sequence[int]], samples: Sequence[Sequence[Sample]
             ) -> dict[str, torch.Tensor]:
     """Token tensors of a rollout: prompts left-padded to P, completions right-padded to T (≥ 1), each rounded up
     to a multiple of ``multiple``. Padding is masked out, so it changes no result; on a GPU it keeps the shapes of
-    successive steps equal, so that cuDNN attention reuses its execution plan (a new shape costs a plan build of
-    ~1 s, which made every other GRPO step of benchmarks/grpo_step.py 2 s slower on an H100).
+    successive steps equal, so that cuDNN attention can reuse its execution plan (a new shape costs a plan build,
+    the likely cause of the alternate GRPO steps that ran 2 s slower in benchmarks/grpo_step.py on an H100).
 
     >>> t = collate([[5, 6, 7]], [[Sample([8, 9], [0.0, 0.0], "stop")]], pad_id=0, multiple=4)
     >>> t["input_ids_NS"].tolist(), t["completion_mask_NT"].tolist()
