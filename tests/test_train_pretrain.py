@@ -72,6 +72,15 @@ def test_resume_matches_uninterrupted(env, tmp_path):
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.slow
+def test_compiled_pretraining_matches_golden_losses(env, tmp_path):
+    """``--compile true`` (recommended on a GPU) runs the same numerics as eager: the first golden losses, through
+    torch.compile on CPU's inductor (the grouped expert GEMM takes its per-expert fallback while tracing fp32)."""
+    golden = json.loads(GOLDEN.read_text())
+    art = _run(tiny_config(env, tmp_path / "run", steps=20, stop_after=3, compile=True))
+    torch.testing.assert_close(torch.tensor(art["losses"]), torch.tensor(golden["losses"][:3]), rtol=1e-4, atol=0)
+
+
 def test_doc_mask_off_trains_on_joined_rows(env, tmp_path):
     """doc_mask=False (V3's unmasked packing): the rows the loop sees are one sequence each, and the run learns."""
     from r1lab.data.tokenizer import load_tokenizer

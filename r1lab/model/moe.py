@@ -154,6 +154,8 @@ def _grouped_mm_ok(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor) -> bool:
         return False
     if x.is_cuda and (x.dtype != torch.bfloat16 or torch.cuda.get_device_capability(x.device)[0] < 9):
         return False
+    if not x.is_cuda and x.dtype != torch.bfloat16 and torch.compiler.is_compiling():
+        return False  # the op's shape check used while tracing accepts bf16 only, though CPU eager runs any float
     size = x.element_size()
     return all((dim * size) % 16 == 0 for dim in (x.shape[-1], w1.shape[1], w2.shape[1], w2.shape[2]))
 
