@@ -79,6 +79,21 @@ def test_ours_packed_runs_learns_and_resumes(tokenizer_dir, data_file, tmp_path)
     assert again["steps"] == 10 and steps[-2:] == [9, 10]
 
 
+@pytest.mark.slow
+def test_compiled_sft_matches_eager(tokenizer_dir, data_file, tmp_path):
+    """``compile=True`` (recommended on a GPU) gives the eager losses (CPU inductor; varying batch widths)."""
+    base = dict(data=data_file, tokenizer=tokenizer_dir, preset="tiny", seq_len=256, micro_batch=4, lr=3e-3,
+                warmup_steps=0, schedule="constant", eval_every=0, eval_frac=0.2, template="r1", mtp_weight=0.3,
+                max_steps=3)
+    losses = []
+    for compile in (False, True):
+        out = run_sft(SFTConfig(**base, out_dir=str(tmp_path / str(compile)), compile=compile))
+        rows = [json.loads(x) for x in (tmp_path / str(compile) / "metrics.jsonl").read_text().splitlines()]
+        losses.append([r["loss"] for r in rows if "loss" in r] + [out["eval_loss"]])
+    assert len(losses[0]) == 4
+    torch.testing.assert_close(torch.tensor(losses[1]), torch.tensor(losses[0]), rtol=1e-4, atol=0)
+
+
 @pytest.mark.parametrize("lora_r", [0, 4])
 def test_tiny_hf_qwen2_from_config(tokenizer_dir, data_file, tmp_path, lora_r):
     from transformers import Qwen2Config, Qwen2ForCausalLM

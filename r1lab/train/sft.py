@@ -95,6 +95,8 @@ class SFTConfig:
     """Module names to adapt (empty = every linear layer but the LM head)."""
     fp8: bool = False
     """Train with FP8 linear layers (r1lab.fp8.convert_to_fp8)."""
+    compile: bool = False
+    """torch.compile the model's forward (worth it on a GPU; batch widths vary, so shapes compile as dynamic)."""
     eval_every: int = 50
     """Eval loss every N optimizer steps (and at the end; 0 = only at the end)."""
     save_every: int = 0
@@ -297,10 +299,12 @@ def run_sft(cfg: SFTConfig) -> dict[str, Any]:
     ckpt = latest_checkpoint(out / "checkpoints") if cfg.resume else None
     if ckpt is not None:
         diff = config_diff(json.loads((ckpt / TRAIN_CONFIG_FILE).read_text()), dataclasses.asdict(cfg),
-                           ignore={"resume", "max_steps", "eval_every", "save_every", "keep_last", "device"})
+                           ignore={"resume", "max_steps", "eval_every", "save_every", "keep_last", "device",
+                                   "compile"})
         if diff:
             raise ResumeMismatchError(f"{ckpt}: config differs from the checkpoint's: " + "; ".join(diff))
     model, ours = prepare_model(cfg, tokenizer, device, dtype)
+    fwd = torch.compile(model, dynamic=True) if cfg.compile else model  # forward only; `model` is what gets saved
     train, held, info = build_datasets(cfg, tokenizer, packed_attention=ours)
     log.info("sft data: %s", info)
     per_epoch = num_batches(train, cfg.micro_batch) // cfg.grad_accum or 1
@@ -328,7 +332,7 @@ def run_sft(cfg: SFTConfig) -> dict[str, Any]:
                  "rng": rng_state()}
         save_checkpoint(out / "checkpoints", at, write, state, dataclasses.asdict(cfg), keep_last=cfg.keep_last)
 
-    first_eval = eval_loss(model, held, cfg, ours, device) if held is not None and step == 0 else None
+    first_eval = eval_loss(fwd, held, cfg, ours, device) if held is not None and step == 0 else None
     if first_eval is not None:
         logger.log({"step": 0, "eval_loss": first_eval})
     model.train()
@@ -345,7 +349,7 @@ def run_sft(cfg: SFTConfig) -> dict[str, Any]:
             n_total = sum(int((b["labels"] != -100).sum()) for b in micro) or 1
             loss_sum, tokens = 0.0, 0
             for b in micro:
-                loss, n = batch_loss(model, b, ours, cfg.mtp_weight)
+                loss, n = batch_loss(fwd, b, ours, cfg.mtp_weight)
                 (loss / n_total).backward()
                 loss_sum, tokens = loss_sum + loss.item(), tokens + int((b["doc_ids"] != 0).sum())
             grad_norm = clip_grad_norm(model, cfg.max_grad_norm)
@@ -358,7 +362,7 @@ def run_sft(cfg: SFTConfig) -> dict[str, Any]:
             row = {"step": step, "epoch": epoch + 1, "loss": last_loss, "grad_norm": grad_norm,
                    "lr": optimizer.param_groups[0]["lr"], "tok_s": tokens / max(time.perf_counter() - t0, 1e-9)}
             if held is not None and ((cfg.eval_every > 0 and step % cfg.eval_every == 0) or step == total):
-                last_eval = row["eval_loss"] = eval_loss(model, held, cfg, ours, device)
+                last_eval = row["eval_loss"] = eval_loss(fwd, held, cfg, ours, device)
             logger.log(row)
             if (cfg.save_every > 0 and step % cfg.save_every == 0) or step == total:
                 save(step)
