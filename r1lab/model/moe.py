@@ -121,14 +121,15 @@ class Experts(nn.Module):
         return out_ND
 
     def forward_grouped(self, x_ND, weights_NK, indices_NK) -> torch.Tensor:
-        """Fast path: sort the N·K (token, expert) pairs by expert, one grouped GEMM per projection, scatter back."""
-        k = indices_NK.shape[1]
+        """Fast path: sort the N·K (token, expert) pairs by expert, one grouped GEMM per projection, unsort, and sum
+        each token's K weighted outputs. Every scatter writes a permutation (no two writes to one row), so forward
+        and backward are deterministic on a GPU too, unlike an atomic ``index_add_`` of the K outputs per token."""
+        n, k = indices_NK.shape
         if x_ND.is_cuda and torch.is_autocast_enabled("cuda"):  # fp32 master weights under autocast: compute in
             x_ND = x_ND.to(torch.get_autocast_dtype("cuda"))     # the autocast dtype, as F.linear would
         flat_expert = indices_NK.reshape(-1)
         order = torch.argsort(flat_expert, stable=True)
-        token_of = order // k
-        x_sorted = x_ND[token_of]
+        x_sorted = x_ND[:, None].expand(n, k, x_ND.shape[-1]).reshape(n * k, -1)[order]
         counts_E = expert_counts(flat_expert, self.n_experts)
         w_gate_up, w_down = self.gate_up_proj.to(x_ND.dtype), self.down_proj.to(x_ND.dtype)
         if _grouped_mm_ok(x_sorted, w_gate_up, w_down):
@@ -138,8 +139,8 @@ class Experts(nn.Module):
         else:
             parts = torch.split(x_sorted, counts_E.tolist())
             y_sorted = torch.cat([self._expert(j, part) for j, part in enumerate(parts)], dim=0)
-        y_sorted = y_sorted * weights_NK.reshape(-1)[order, None].to(y_sorted.dtype)
-        return torch.zeros_like(x_ND, dtype=y_sorted.dtype).index_add_(0, token_of, y_sorted)
+        y_XD = torch.empty_like(y_sorted).index_copy_(0, order, y_sorted)  # X = N·K pairs back in token order
+        return (y_XD.view(n, k, -1) * weights_NK[..., None].to(y_XD.dtype)).sum(dim=1)
 
 
 def expert_counts(expert_ids: torch.Tensor, n_experts: int) -> torch.Tensor:
