@@ -1,5 +1,6 @@
-"""The generic transformers path: a tiny Qwen2 built from a config, saved and loaded by directory; greedy equals
-transformers' own greedy generate (batched prompts with left padding), logprobs equal the forward's log-softmax."""
+"""Transformers models in the engine — the dense runner (default for Llama-family models) and the reference path
+(``hf_backend=True``): a tiny Qwen2 built from a config, saved and loaded by directory; greedy equals transformers'
+own greedy generate, logprobs equal the forward's log-softmax."""
 
 import pytest
 import torch
@@ -31,9 +32,11 @@ def qwen_dir(tmp_path_factory):
 PROMPTS = [[5, 6, 7, 8, 9], [11, 12], [30, 31, 32, 33, 34, 35, 36, 37], [40]]
 
 
-def test_hf_greedy_equals_transformers_generate(qwen_dir):
-    llm = LLM(str(qwen_dir), device="cpu", max_batch_size=3)  # 4 prompts: two batches, left padding in each
-    assert not llm.is_deepseek
+@pytest.mark.parametrize("hf_backend", [False, True])
+def test_hf_greedy_equals_transformers_generate(qwen_dir, hf_backend):
+    # 4 prompts, 3 slots: continuous batching (dense runner) / two batches with left padding (reference path)
+    llm = LLM(str(qwen_dir), device="cpu", max_batch_size=3, hf_backend=hf_backend)
+    assert not llm.is_deepseek and (llm._runner is None) == hf_backend
     outs = llm.generate(prompt_token_ids=PROMPTS,
                         sampling_params=SamplingParams(temperature=0, max_tokens=10, stop_token_ids=[]))
     ref_model = transformers.AutoModelForCausalLM.from_pretrained(str(qwen_dir)).eval()
@@ -50,9 +53,10 @@ def test_hf_greedy_equals_transformers_generate(qwen_dir):
         assert torch.allclose(torch.tensor(out.outputs[0].logprobs), lp, atol=1e-5)
 
 
-def test_hf_sampling_stops_and_validates(qwen_dir):
+@pytest.mark.parametrize("hf_backend", [False, True])
+def test_hf_sampling_stops_and_validates(qwen_dir, hf_backend):
     model = transformers.AutoModelForCausalLM.from_pretrained(str(qwen_dir)).eval()
-    llm = LLM(model, device="cpu")
+    llm = LLM(model, device="cpu", hf_backend=hf_backend)
     free = llm.generate(prompt_token_ids=[PROMPTS[0]],
                         sampling_params=SamplingParams(n=3, max_tokens=8, seed=1, stop_token_ids=[]))[0]
     assert [len(c.token_ids) for c in free.outputs] == [8, 8, 8]

@@ -30,13 +30,17 @@ def main(args) -> int:
     from r1lab.train.loop import ResumeMismatchError
     from r1lab.train.pretrain import PretrainConfig, run_pretrain
 
+    from r1lab.train.distributed import destroy_distributed
+
     cfg = load_config(PretrainConfig, args.config, args.overrides)
     try:
         run_pretrain(cfg)
     except (CorpusError, ResumeMismatchError) as err:
         print(f"error: {err}")
-        return 1
-    finally:
-        from r1lab.train.distributed import destroy_distributed
         destroy_distributed()
+        return 1
+    except BaseException:
+        destroy_distributed()
+        raise
+    destroy_distributed(sync=True)
     return 0

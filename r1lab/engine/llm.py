@@ -1,9 +1,12 @@
 """The engine's front door, shaped after vLLM's offline API: ``LLM(model).generate(prompts, SamplingParams(...))``.
 
-Two backends behind one API:
+Three backends behind one API, chosen once at construction:
 - DeepSeek-V3 models (ours): MLA latent cache, naive prefill + absorbed decode (``runner.py``), continuous batching
   (``scheduler.py``), on-device sampling (``sampler.py``), optional MTP speculative decoding (``speculative.py``).
-- Any other local transformers causal LM (Qwen2, Llama, ...): ``hf_backend.py``, batched with left padding.
+- Llama-family transformers models (Qwen2, Qwen3, Llama, Mistral without sliding windows): the same loop over the
+  engine's own K/V cache (``dense.py``), CUDA graphs included.
+- Any other local transformers causal LM, or any with ``hf_backend=True``: ``hf_backend.py``, transformers' own
+  forward and cache, batched with left padding — the reference path.
 
 Weights are held by reference: ``LLM(model)`` and ``LLM.update_weights(model)`` keep the very ``nn.Module`` given, so a
 trainer that owns the policy (GRPO) shares its parameters with the engine at no cost; after an optimizer step the next
@@ -29,6 +32,7 @@ from torch import nn
 
 from ..model import DeepSeekV3ForCausalLM
 from .cache import LatentCache, batch_bucket
+from .dense import DenseRunner, unsupported_reason
 from .params import GenerationStats, RequestOutput, SamplingParams
 from .runner import DeepSeekRunner
 from .sampler import RowNoise, RowParams, sample
@@ -96,7 +100,7 @@ class LLM:
                  num_speculative_tokens: int = 1, max_batch_size: int = 64, max_model_len: int | None = None,
                  device: str | torch.device | None = None, dtype: torch.dtype | None = None,
                  compile: bool | dict = False,
-                 seed: int | None = None):
+                 seed: int | None = None, hf_backend: bool = False):
         """Build an engine.
 
         model_or_dir: a DeepSeekV3ForCausalLM (held by reference), a directory of ours (config.json model_type
@@ -109,6 +113,8 @@ class LLM:
         its dtype. compile: torch.compile the decode step, the speculative verification and the MTP draft windows
         with CUDA graphs (CUDA only; a dict = torch.compile arguments on any device, see ``DeepSeekRunner``).
         seed: seeds the engine's generator used by requests without their own ``SamplingParams.seed``.
+        hf_backend: serve a transformers model with its own forward and cache (the reference path) even when the
+        engine's dense runner supports it.
         """
         if device is None:  # a module stays where it is; a directory goes to the GPU when there is one
             device = next(model_or_dir.parameters()).device if isinstance(model_or_dir, nn.Module) else \
@@ -141,11 +147,13 @@ class LLM:
             self._generator.seed()
         else:
             self._generator.manual_seed(seed)
-        self._runner: DeepSeekRunner | None = None
-        if self.is_deepseek:
+        self._runner: DeepSeekRunner | DenseRunner | None = None
+        reason = None if self.is_deepseek else ("hf_backend=True" if hf_backend else unsupported_reason(model))
+        if reason is None:
             self._build_runner()
         else:
             from .hf_backend import HFBackend
+            log.info("engine: transformers' own forward for %s (%s)", type(model).__name__, reason)
             self._hf = HFBackend(model, self.device, pad_id=self._pad_id())
 
     # ------------------------------------------------------------------ construction helpers
@@ -160,6 +168,11 @@ class LLM:
         cfg = self.model.config
         dtype = self.model.lm_head.weight.dtype
         alloc = self.max_model_len + 2 * self.spec_k + 4
+        if not self.is_deepseek:
+            cache = LatentCache(cfg.num_hidden_layers, self.max_batch_size, alloc, DenseRunner.cache_width(cfg),
+                                dtype, self.device)
+            self._runner = DenseRunner(self.model, cache, compile=self.compile)
+            return
         cache = LatentCache(cfg.num_hidden_layers + self.spec_k, self.max_batch_size, alloc,
                             cfg.kv_lora_rank + cfg.qk_rope_head_dim, dtype, self.device,
                             hidden_size=cfg.hidden_size, n_hidden=self.spec_k)
@@ -172,11 +185,11 @@ class LLM:
                 return
             old = self.model
             self.model = model_or_state_dict.to(self.device)
-            if self.is_deepseek:
+            if self._runner is not None:
                 same = type(old.config) is type(self.model.config) and old.config == self.model.config
-                if same:
+                if same and self.is_deepseek:
                     self._runner.model = self.model
-                else:
+                else:  # the dense runner's compiled graphs hold the old module's submodules: rebuild
                     self._build_runner()
             else:
                 self._hf.model = self.model
@@ -234,8 +247,8 @@ class LLM:
         self.model.eval()
         t0 = time.perf_counter()
         try:
-            if self.is_deepseek:
-                self._run_deepseek(seqs_by_req, decode, bar)
+            if self._runner is not None:
+                self._run_engine_loop(seqs_by_req, decode, bar)
             else:
                 self._hf.run([s for group in seqs_by_req for s in group], decode, self.max_batch_size,
                              self._generator, self.stats, bar)
@@ -292,12 +305,12 @@ class LLM:
             out.append(Sequence(req, j, prompt, p, stop_ids, self.max_model_len, generator=gen))
         return out
 
-    # ------------------------------------------------------------------ the DeepSeek loop
-    def _run_deepseek(self, seqs_by_req: list[list[Sequence]], decode, bar) -> None:
-        for _ in self._iter_deepseek(seqs_by_req, decode, bar):
+    # ------------------------------------------------------------------ the engine loop (DeepSeek and dense runners)
+    def _run_engine_loop(self, seqs_by_req: list[list[Sequence]], decode, bar) -> None:
+        for _ in self._iter_engine_loop(seqs_by_req, decode, bar):
             pass
 
-    def _iter_deepseek(self, seqs_by_req: list[list[Sequence]], decode, bar) -> Iterator[None]:
+    def _iter_engine_loop(self, seqs_by_req: list[list[Sequence]], decode, bar) -> Iterator[None]:
         """The continuous-batching loop; yields after every prefill or decode step (for streaming)."""
         sched = Scheduler(self.max_batch_size)
         for group in seqs_by_req:
@@ -341,7 +354,7 @@ class LLM:
         _texts, ids = self._prompts([prompt] if isinstance(prompt, str) else None,
                                     None if isinstance(prompt, str) else [list(prompt)])
         decode = self._decode_fn()
-        if not self.is_deepseek:
+        if self._runner is None:
             out = self.generate(prompt_token_ids=ids, sampling_params=sp)[0].outputs[0]
             yield from out.token_ids
             return
@@ -350,7 +363,7 @@ class LLM:
         self.model.eval()
         shown = 0
         try:
-            for _ in self._iter_deepseek([[seq]], decode, None):
+            for _ in self._iter_engine_loop([[seq]], decode, None):
                 while shown < len(seq.out_ids):
                     yield seq.out_ids[shown]
                     shown += 1

@@ -156,7 +156,7 @@ class GRPOConfig:
     """Round the prompt and completion widths of each step's batch up to a multiple of this (0 = 64 on CUDA, where
     repeated shapes let cuDNN attention reuse its plans, and 1 on CPU). Padding is masked: results do not change."""
     compile_sampler: bool = True
-    """Engine: torch.compile the decode step into CUDA graphs (CUDA and DeepSeek-V3 models only; else ignored)."""
+    """Engine: torch.compile the decode step into CUDA graphs (on CUDA, for DeepSeek-V3 and Llama-family models)."""
     device: str = "auto"
     """Device: auto | cpu | cuda."""
     dtype: str = "auto"

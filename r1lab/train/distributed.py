@@ -56,8 +56,12 @@ def init_distributed(device_type: str = "cpu") -> DistInfo:
     return DistInfo(rank=rank, world_size=world, local_rank=local)
 
 
-def destroy_distributed() -> None:
+def destroy_distributed(sync: bool = False) -> None:
+    """Tear down the process group; ``sync``: first wait for every rank (after a normal finish), so that no rank
+    destroys the group while another still uses it (a gloo worker then aborts the process at exit)."""
     if dist.is_available() and dist.is_initialized():
+        if sync:
+            dist.barrier()
         dist.destroy_process_group()
 
 
