@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--micro-batch", type=int, default=32)
     p.add_argument("--skip-trl", action="store_true")
     p.add_argument("--arch", choices=["qwen2", "deepseek"], default="qwen2",
-                   help="qwen2 (the notes' setup; our engine's generic HF path) or deepseek (an r1lab DeepSeek-V3 "
+                   help="qwen2 (the notes' setup; our engine's dense runner) or deepseek (an r1lab DeepSeek-V3 "
                         "checkpoint that transformers also loads; our engine's MLA/MoE path)")
     p.add_argument("--no-compile", action="store_true", help="eager decode in our engine (no CUDA graphs)")
     a = p.parse_args(argv)
