@@ -27,10 +27,9 @@ def add_arguments(p) -> None:
 def main(args) -> int:
     from r1lab.config_cli import load_config
     from r1lab.data.stream import CorpusError
+    from r1lab.train.distributed import destroy_distributed
     from r1lab.train.loop import ResumeMismatchError
     from r1lab.train.pretrain import PretrainConfig, run_pretrain
-
-    from r1lab.train.distributed import destroy_distributed
 
     cfg = load_config(PretrainConfig, args.config, args.overrides)
     try:
