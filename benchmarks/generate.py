@@ -14,8 +14,12 @@ layers). bound tokens/s = B / (bytes per step / peak bandwidth); the peak is the
 (H100 SXM 3.35 TB/s, H200 4.8 TB/s) or, with ``--peak-bw``, any other number. The fraction reported is measured
 tokens/s over that bound (prefill time counts against us, so it is a conservative fraction).
 
+``--preset qwen2`` measures the engine's dense runner instead: a random transformers Qwen2 of Qwen2.5-0.5B's shape
+(vocabulary 32,000), our engine vs ``generate`` on the very same module; no MTP row.
+
 Usage:
   python benchmarks/generate.py                                # GPU, peer-baseline model
+  python benchmarks/generate.py --preset qwen2 --compile       # GPU, Qwen2 on the dense runner
   python benchmarks/generate.py --device cpu --preset tiny     # smoke run on a CPU
 """
 
@@ -41,6 +45,32 @@ PEER_BASELINE = {"vocab_size": 32000, "hidden_size": 1024, "num_hidden_layers": 
                      "first_k_dense_replace": 1, "intermediate_size": 2048, "num_nextn_predict_layers": 1,
                      "max_position_embeddings": 4096, "rope_parameters": {"rope_type": "default"}}
 NOMINAL_BW = {"H100": 3.35e12, "H200": 4.8e12, "A100": 2.0e12}
+
+
+QWEN2 = {"qwen2": {"hidden_size": 896, "intermediate_size": 4864, "num_hidden_layers": 24, "num_attention_heads": 14,
+                   "num_key_value_heads": 2},  # Qwen2.5-0.5B's shape (vocabulary 32,000 here)
+         "qwen2-tiny": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+                        "num_key_value_heads": 2}}
+
+
+def build_qwen2(preset: str):
+    """A random Qwen2 (transformers) for the dense-runner comparison: our engine vs generate on the same module."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    return Qwen2ForCausalLM(Qwen2Config(vocab_size=32000, max_position_embeddings=4096, tie_word_embeddings=True,
+                                        **QWEN2[preset]))
+
+
+def dense_bytes_per_step(model, batch: int, context: float, elem: int) -> float:
+    """Every weight once (the embedding is a row lookup, so only the head's copy counts when tied) plus the K/V
+    cache of every row."""
+    cfg = model.config
+    weights = sum(p.numel() for p in model.parameters())
+    if not cfg.tie_word_embeddings:
+        weights -= model.model.embed_tokens.weight.numel()
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    kv = batch * context * cfg.num_hidden_layers * 2 * cfg.num_key_value_heads * head_dim
+    return (weights + kv) * elem
 
 
 def build_config(preset: str) -> DeepSeekV3Config:
@@ -110,7 +140,9 @@ def time_hf(hf_model, prompts, new_tokens: int, device) -> float:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--preset", default="peer", help="peer (default) or a preset name, e.g. tiny")
+    ap.add_argument("--preset", default="peer",
+                    help="peer (default), a preset name (e.g. tiny), or qwen2 / qwen2-tiny: a transformers Qwen2 on "
+                         "the engine's dense runner")
     ap.add_argument("--batch-sizes", default="1,32,256")
     ap.add_argument("--prompt-len", type=int, default=128)
     ap.add_argument("--new-tokens", type=int, default=128)
@@ -121,14 +153,18 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     device = torch.device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    cfg = build_config(args.preset)
+    dense = args.preset in QWEN2
+    cfg = None if dense else build_config(args.preset)
     torch.manual_seed(args.seed)
-    model = DeepSeekV3ForCausalLM(cfg).to(device=device, dtype=dtype).eval()
+    model = (build_qwen2(args.preset) if dense else DeepSeekV3ForCausalLM(cfg)).to(device=device, dtype=dtype).eval()
+    vocab = model.config.vocab_size
     batches = [int(b) for b in args.batch_sizes.split(",")]
     gen = torch.Generator().manual_seed(args.seed)
-    prompts_all = torch.randint(2, cfg.vocab_size, (max(batches), args.prompt_len), generator=gen).tolist()
+    prompts_all = torch.randint(2, vocab, (max(batches), args.prompt_len), generator=gen).tolist()
     hf_model = None
-    if not args.skip_peer:
+    if dense and not args.skip_peer:
+        hf_model = model  # transformers' generate on the very module our engine runs
+    elif not args.skip_peer:
         import transformers
         from transformers import AutoModelForCausalLM
         transformers.logging.set_verbosity_error()  # ours also stores the MTP layer, which transformers drops
@@ -150,11 +186,15 @@ def main(argv=None) -> int:
             peer = time_hf(hf_model, prompts, args.new_tokens, device)
             row.update(peer="transformers.generate", peer_tokens_per_s=round(peer, 1), ratio=round(ours / peer, 2))
         if bw:
-            step_bytes = bytes_per_step(cfg, b, args.prompt_len + args.new_tokens / 2, elem)
+            context = args.prompt_len + args.new_tokens / 2
+            step_bytes = dense_bytes_per_step(model, b, context, elem) if dense else \
+                bytes_per_step(cfg, b, context, elem)
             bound = b * bw / step_bytes
             row.update(peak_bw=bw, bytes_per_step=int(step_bytes), bound_tokens_per_s=round(bound, 1),
                        fraction_of_bound=round(ours / bound, 3))
         print(json.dumps(row), flush=True)
+    if dense:  # no MTP modules: no speculative decoding
+        return 0
     spec = LLM(model, speculative_mtp=True, max_batch_size=1, max_model_len=args.prompt_len + args.new_tokens + 8,
                device=device, compile=args.compile, seed=args.seed)
     plain = time_ours(llm, prompts_all[:1], args.new_tokens)

@@ -4,7 +4,8 @@
 # line the benchmarks print to $LOG_DIR/results.jsonl.
 #
 #   bash benchmarks/gpu_suite.sh [PART ...]      # parts: env tests train train_compile generate generate_compile
-#                                                #        fp8 fp8_curve grpo grpo_qwen balance pretrain profile mismatch
+#                                                #        generate_qwen fp8 fp8_curve grpo grpo_qwen balance pretrain
+#                                                #        profile mismatch
 #                                                #        (default: all)
 #   LOG_DIR=/some/dir bash benchmarks/gpu_suite.sh train generate
 #
@@ -38,6 +39,8 @@ transformers.__version__, torch.cuda.get_device_name(0))'" ;;
         train_compile) run train_compile "${LIMIT_train_compile:-240}" $PY benchmarks/train_step.py --compile ;;
         generate) run generate "${LIMIT_generate:-200}" $PY benchmarks/generate.py ;;
         generate_compile) run generate_compile "${LIMIT_generate_compile:-240}" $PY benchmarks/generate.py --compile ;;
+        generate_qwen) run generate_qwen "${LIMIT_generate_qwen:-200}" $PY benchmarks/generate.py --preset qwen2 \
+            --compile --batch-sizes 1,32 ;;
         fp8) run fp8 "${LIMIT_fp8:-120}" $PY benchmarks/fp8.py ;;
         fp8_curve) run fp8_curve "${LIMIT_fp8_curve:-300}" $PY benchmarks/fp8.py --skip-linear --loss-curve 300 ;;
         grpo) run grpo "${LIMIT_grpo:-240}" $PY benchmarks/grpo_step.py --arch deepseek --steps "${GRPO_STEPS:-6}" ;;
@@ -54,5 +57,5 @@ $PY benchmarks/logprob_mismatch.py --device cuda --compile" ;;
 }
 
 PARTS=("$@")
-[ ${#PARTS[@]} -eq 0 ] && PARTS=(env tests train generate fp8 grpo grpo_qwen train_compile generate_compile fp8_curve balance pretrain profile mismatch)
+[ ${#PARTS[@]} -eq 0 ] && PARTS=(env tests train generate fp8 grpo grpo_qwen train_compile generate_compile fp8_curve balance pretrain profile mismatch generate_qwen)
 for p in "${PARTS[@]}"; do part "$p"; done
