@@ -1,7 +1,14 @@
-"""Shared pytest fixtures."""
+"""Shared pytest fixtures and marks."""
+
+import os
+import shutil
 
 import pytest
 import torch
+
+# torch.compile's default backend (inductor) builds C++ kernels on a CPU: tests that use it need a compiler
+needs_cxx = pytest.mark.skipif(not (os.environ.get("CXX") or shutil.which("g++") or shutil.which("clang++")),
+                               reason="inductor needs a C++ compiler on CPU (none found)")
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ import logging
 
 import pytest
 import torch
+from conftest import needs_cxx
 from torch import nn
 
 from r1lab import fp8
@@ -253,6 +254,7 @@ def test_empty_batch_and_backend_selection_on_cpu():
         FP8Linear(256, 128, backend="fast")
 
 
+@needs_cxx
 def test_compiled_quantisation_is_bitwise_equal_and_falls_back(monkeypatch, caplog):
     """The fast path quantises through torch.compile (inductor; here its CPU backend): same FP8 bytes and scales as
     the eager quantiser, for both tile layouts, padded and unpadded shapes, bf16 and transposed (non-contiguous)

@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from conftest import needs_cxx
 
 from r1lab.train.sft import SFTConfig, batch_loss, build_datasets, read_rows, run_sft
 
@@ -80,6 +81,7 @@ def test_ours_packed_runs_learns_and_resumes(tokenizer_dir, data_file, tmp_path)
 
 
 @pytest.mark.slow
+@needs_cxx
 def test_compiled_sft_matches_eager(tokenizer_dir, data_file, tmp_path):
     """``compile=True`` (recommended on a GPU) gives the eager losses (CPU inductor; varying batch widths)."""
     base = dict(data=data_file, tokenizer=tokenizer_dir, preset="tiny", seq_len=256, micro_batch=4, lr=3e-3,

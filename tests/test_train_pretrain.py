@@ -16,6 +16,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+from conftest import needs_cxx
 from train_helpers import make_env, tiny_config
 
 GOLDEN = Path(__file__).parent / "golden" / "tiny_pretrain_losses.json"
@@ -73,6 +74,7 @@ def test_resume_matches_uninterrupted(env, tmp_path):
 
 
 @pytest.mark.slow
+@needs_cxx
 def test_compiled_pretraining_matches_golden_losses(env, tmp_path):
     """``--compile true`` (recommended on a GPU) runs the same numerics as eager: the first golden losses, through
     torch.compile on CPU's inductor (the grouped expert GEMM takes its per-expert fallback while tracing fp32)."""
