@@ -44,6 +44,16 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_MODEL_LEN = 8192  # cap when the config allows more (the cache is preallocated)
 
 
+def fit_slots(slots: int, bytes_per_slot: int, budget: int) -> int:
+    """Cache slots (one more is the scratch row) that fit in ``budget`` bytes: ``slots`` if they fit, else as many as
+    do, at least 1.
+
+    >>> fit_slots(64, 100, 10_000), fit_slots(64, 1000, 10_000), fit_slots(64, 10**6, 10)
+    (64, 9, 1)
+    """
+    return max(1, min(slots, budget // max(bytes_per_slot, 1) - 1))
+
+
 def _load_model(src: Any, device: torch.device, dtype: torch.dtype | None) -> tuple[nn.Module, Path | None]:
     if isinstance(src, nn.Module):
         return src, None
@@ -169,14 +179,31 @@ class LLM:
         dtype = self.model.lm_head.weight.dtype
         alloc = self.max_model_len + 2 * self.spec_k + 4
         if not self.is_deepseek:
-            cache = LatentCache(cfg.num_hidden_layers, self.max_batch_size, alloc, DenseRunner.cache_width(cfg),
-                                dtype, self.device)
+            width = DenseRunner.cache_width(cfg)
+            self._fit_slots(cfg.num_hidden_layers * alloc * width * dtype.itemsize)
+            cache = LatentCache(cfg.num_hidden_layers, self.max_batch_size, alloc, width, dtype, self.device)
             self._runner = DenseRunner(self.model, cache, compile=self.compile)
             return
-        cache = LatentCache(cfg.num_hidden_layers + self.spec_k, self.max_batch_size, alloc,
-                            cfg.kv_lora_rank + cfg.qk_rope_head_dim, dtype, self.device,
+        n_blocks, width = cfg.num_hidden_layers + self.spec_k, cfg.kv_lora_rank + cfg.qk_rope_head_dim
+        self._fit_slots(alloc * (n_blocks * width + self.spec_k * (cfg.hidden_size + 1)) * dtype.itemsize)
+        cache = LatentCache(n_blocks, self.max_batch_size, alloc, width, dtype, self.device,
                             hidden_size=cfg.hidden_size, n_hidden=self.spec_k)
         self._runner = DeepSeekRunner(self.model, cache, draft_depths=self.spec_k, compile=self.compile)
+
+    def _fit_slots(self, bytes_per_slot: int) -> None:
+        """On a GPU, use fewer cache slots when max_batch_size × max_model_len would take more than 40% of the free
+        memory (a dense 7B model's K/V for 64 × 8192 tokens is ~30 GB): fewer sequences run at once, results are the
+        same. Logs what it did; CPU caches are taken as asked."""
+        if self.device.type != "cuda":
+            return
+        free, _total = torch.cuda.mem_get_info(self.device)
+        slots = fit_slots(self.max_batch_size, bytes_per_slot, int(0.4 * free))
+        if slots < self.max_batch_size:
+            log.warning("engine: %d cache slots × %d positions need %.1f GiB, 40%% of the free %.1f GiB allows %d "
+                        "slots: running %d sequences at a time (pass a smaller max_model_len to keep more)",
+                        self.max_batch_size, self.max_model_len, (self.max_batch_size + 1) * bytes_per_slot / 2**30,
+                        free / 2**30, slots, slots)
+            self.max_batch_size = slots
 
     def update_weights(self, model_or_state_dict: nn.Module | dict[str, torch.Tensor]) -> None:
         """Use new weights: an nn.Module is held by reference (no copy); a state dict is copied in place."""
