@@ -127,3 +127,17 @@ def test_update_weights_with_a_new_module_rebuilds_the_runner():
     got = llm.generate(prompt_token_ids=PROMPTS, sampling_params=sp)
     want = LLM(b, device="cpu").generate(prompt_token_ids=PROMPTS, sampling_params=sp)
     assert [o.outputs[0].token_ids for o in got] == [o.outputs[0].token_ids for o in want]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_graph_decode_matches_eager_on_gpu():
+    """compile=True on a GPU (CUDA graphs): the same greedy tokens as eager decoding (fp32, so kernel-order rounding
+    cannot flip an argmax)."""
+    model = _llama().cuda()
+    sp = SamplingParams(temperature=0, max_tokens=24, stop_token_ids=[])
+    eager = LLM(model, max_batch_size=8).generate(prompt_token_ids=PROMPTS, sampling_params=sp)
+    llm = LLM(model, max_batch_size=8, compile=True)
+    graphed = llm.generate(prompt_token_ids=PROMPTS, sampling_params=sp)
+    assert llm._runner.compiled
+    assert [o.outputs[0].token_ids for o in graphed] == [o.outputs[0].token_ids for o in eager]
