@@ -56,6 +56,14 @@ def test_loss_mask_trains_response_tokens_only(tokenizer_dir, data_file):
              "position_ids": train.position_ids_NT[:2]}
     loss, n = batch_loss(model, batch, ours=True, mtp_weight=0.0)
     assert n == int((lab[:2] != -100).sum()) and torch.isfinite(loss)
+    # keeping masked padding columns (widths rounded up to a multiple, as on a GPU) changes nothing: 100 padding
+    # columns appended, a multiple of 96 keeps some of them (asserted) and the loss stays the same
+    padded = {k: torch.cat([v, torch.full((2, 100), -100 if k == "labels" else 0, dtype=v.dtype)], dim=1)
+              for k, v in batch.items()}
+    real = int((batch["doc_ids"] != 0).long().cumsum(1).argmax(1).max()) + 1
+    assert -(-real // 96) * 96 > real
+    loss96, n96 = batch_loss(model, padded, ours=True, mtp_weight=0.0, width_multiple=96)
+    assert n96 == n and torch.allclose(loss96, loss, rtol=1e-5)
 
 
 def test_bad_row_names_file_and_line(tmp_path):

@@ -240,11 +240,16 @@ def prepare_model(cfg: SFTConfig, tokenizer, device, dtype):
     return model, ours
 
 
-def batch_loss(model, batch: dict[str, torch.Tensor], ours: bool, mtp_weight: float) -> tuple[torch.Tensor, int]:
-    """(sum of next-token CE over response tokens [+ λ·MTP scaled to the same count], token count)."""
+def batch_loss(model, batch: dict[str, torch.Tensor], ours: bool, mtp_weight: float,
+               width_multiple: int = 1) -> tuple[torch.Tensor, int]:
+    """(sum of next-token CE over response tokens [+ λ·MTP scaled to the same count], token count).
+
+    All-padding tail columns are dropped, keeping the width a multiple of ``width_multiple`` (64 on a GPU: fewer
+    distinct shapes, so cuDNN attention and compiled graphs are rebuilt less often; the kept padding is masked)."""
     from r1lab.data.packing import next_token_targets
 
     width = int((batch["doc_ids"] != 0).long().cumsum(1).argmax(1).max()) + 1  # drop all-padding tail columns
+    width = min(batch["doc_ids"].shape[1], -(-width // width_multiple) * width_multiple)
     batch = {k: v[:, :width] for k, v in batch.items()}
     doc_ids = batch["doc_ids"]
     targets_BT = next_token_targets(batch["labels"], doc_ids)
@@ -272,7 +277,8 @@ def eval_loss(model, data, cfg: SFTConfig, ours: bool, device) -> float:
     model.eval()
     total, count = 0.0, 0
     for b in batches(data, cfg.micro_batch, shuffle=False):
-        loss, n = batch_loss(model, {k: v.to(device) for k, v in b.items()}, ours, 0.0)
+        loss, n = batch_loss(model, {k: v.to(device) for k, v in b.items()}, ours, 0.0,
+                             64 if torch.device(device).type == "cuda" else 1)
         total, count = total + float(loss), count + n
     model.train(was)
     return total / max(count, 1)
@@ -305,6 +311,7 @@ def run_sft(cfg: SFTConfig) -> dict[str, Any]:
             raise ResumeMismatchError(f"{ckpt}: config differs from the checkpoint's: " + "; ".join(diff))
     model, ours = prepare_model(cfg, tokenizer, device, dtype)
     fwd = torch.compile(model, dynamic=True) if cfg.compile else model  # forward only; `model` is what gets saved
+    multiple = 64 if device.type == "cuda" else 1  # batch widths rounded up on a GPU (see batch_loss)
     train, held, info = build_datasets(cfg, tokenizer, packed_attention=ours)
     log.info("sft data: %s", info)
     per_epoch = num_batches(train, cfg.micro_batch) // cfg.grad_accum or 1
@@ -349,7 +356,7 @@ def run_sft(cfg: SFTConfig) -> dict[str, Any]:
             n_total = sum(int((b["labels"] != -100).sum()) for b in micro) or 1
             loss_sum, tokens = 0.0, 0
             for b in micro:
-                loss, n = batch_loss(fwd, b, ours, cfg.mtp_weight)
+                loss, n = batch_loss(fwd, b, ours, cfg.mtp_weight, multiple)
                 (loss / n_total).backward()
                 loss_sum, tokens = loss_sum + loss.item(), tokens + int((b["doc_ids"] != 0).sum())
             grad_norm = clip_grad_norm(model, cfg.max_grad_norm)
