@@ -20,6 +20,17 @@ from torch.profiler import ProfilerActivity, profile
 from train_step import PEER
 
 
+def profiled(step, warmup: int = 3):
+    """Run ``step`` ``warmup`` times, then once under the profiler (CPU + CUDA, synchronised); returns the profile."""
+    for _ in range(warmup):
+        step()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        step()
+        torch.cuda.synchronize()
+    return prof
+
+
 def table(prof, key: str, rows: int) -> str:
     return prof.key_averages().table(sort_by=key, row_limit=rows, max_name_column_width=70)
 
@@ -40,12 +51,7 @@ def profile_train(rows: int, compile: bool = False) -> dict:
         opt.zero_grad(set_to_none=True)
         model.update_expert_bias(0.001)
 
-    for _ in range(3):
-        step()
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        step()
-        torch.cuda.synchronize()
+    prof = profiled(step)
     name = "train step (compiled)" if compile else "train step"
     print(f"### {name}: top device time\n" + table(prof, "cuda_time_total", rows))
     print(f"### {name}: top CPU self time\n" + table(prof, "self_cpu_time_total", rows))
@@ -64,11 +70,8 @@ def profile_decode(rows: int) -> dict:
     llm = LLM(model, max_batch_size=32, max_model_len=200, device="cuda", compile=True, seed=0)
     prompts = torch.randint(2, cfg.vocab_size, (32, 128)).tolist()
     sp = SamplingParams(temperature=1.0, max_tokens=32, stop_token_ids=[], seed=None)
-    llm.generate(prompt_token_ids=prompts, sampling_params=sp)  # record the CUDA graphs
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        llm.generate(prompt_token_ids=prompts, sampling_params=sp)
-        torch.cuda.synchronize()
+    # the warm-up run records the CUDA graphs
+    prof = profiled(lambda: llm.generate(prompt_token_ids=prompts, sampling_params=sp), warmup=1)
     print("### decode b32 (compiled): top device time\n" + table(prof, "cuda_time_total", rows))
     print("### decode b32 (compiled): top CPU self time\n" + table(prof, "self_cpu_time_total", rows))
     ev = prof.key_averages()
@@ -91,12 +94,7 @@ def profile_fp8(rows: int) -> dict:
         with torch.autocast("cuda", dtype=torch.bfloat16):
             net(x).float().sum().backward()
 
-    for _ in range(3):
-        step()
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        step()
-        torch.cuda.synchronize()
+    prof = profiled(step)
     print("### FP8Linear fwd+bwd 4096x7168->4096: top device time\n" + table(prof, "cuda_time_total", rows))
     ev = prof.key_averages()
     return {"part": "fp8", "gemm": layer.gemm.name,

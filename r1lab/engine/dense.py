@@ -12,7 +12,8 @@ is ours:
 - Decode: T new tokens per row at per-row positions attend over the first ``kv_len`` cached positions with the mask
   "key position ≤ query position"; grouped-query attention as one batched matmul per KV head (the G = H / KVH query
   heads of a group and the T tokens fold into its rows), softmax in fp32. Shapes are fixed given (batch bucket, T,
-  kv_len bucket), so ``compile=True`` wraps the step in CUDA graphs exactly as ``runner.DeepSeekRunner`` does.
+  kv_len bucket), so ``compile=True`` wraps the step in CUDA graphs through
+  ``runner.GraphSteps``, as for DeepSeekRunner.
 
 ``unsupported_reason(model)`` says why a model must stay on the reference path (``hf_backend.py``): sliding-window
 layers, per-layer rotary embeddings, or a module layout other than Llama's.
@@ -22,14 +23,11 @@ Legend: B rows, T new tokens, S key positions, H query heads, K key/value heads,
 
 from __future__ import annotations
 
-import logging
-
 import torch
 import torch.nn.functional as F
 
-from .cache import LatentCache, bucket
-
-log = logging.getLogger(__name__)
+from .cache import LatentCache
+from .runner import GraphSteps, right_padded
 
 SUPPORTED = ("llama", "qwen2", "qwen3", "mistral")
 _LAYER_PARTS = ("input_layernorm", "self_attn", "post_attention_layernorm", "mlp")
@@ -68,7 +66,7 @@ def _rope(x_BTHD: torch.Tensor, cos_BTD: torch.Tensor, sin_BTD: torch.Tensor) ->
     return x_BTHD * cos + _rotate_half(x_BTHD) * sin
 
 
-class DenseRunner:
+class DenseRunner(GraphSteps):
     """Runs a Llama-family transformers model (held by reference) against ``cache``; the interface of
     ``DeepSeekRunner`` (prefill, decode, kv_bucket, compiled) so the engine's loop drives both."""
 
@@ -80,33 +78,13 @@ class DenseRunner:
         self.n_kv = getattr(cfg, "num_key_value_heads", None) or self.n_heads
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.n_heads
         self.draft_depths = 0
-        self._decode_fn = self._forward_cached
-        self.compiled = False
-        if isinstance(compile, dict) or (compile and cache.kv_SLX[0].is_cuda):
-            kwargs = compile if isinstance(compile, dict) else {"mode": "reduce-overhead"}
-            try:
-                import torch._dynamo
-                torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
-                for t in cache.kv_SLX:  # written in place: must keep their addresses in graphs
-                    torch._dynamo.mark_static_address(t)
-                self._decode_fn = torch.compile(self._forward_cached, dynamic=False, **kwargs)
-                self.compiled = True
-            except Exception as err:  # noqa: BLE001 - any backend problem: stay eager
-                log.warning("torch.compile unavailable (%s); decoding eagerly", err)
-        elif compile:
-            log.info("compile=True ignored off CUDA (CUDA graphs need a GPU)")
+        self._setup_steps({"decode": self._forward_cached}, compile)
 
     @staticmethod
     def cache_width(config) -> int:
         heads = config.num_attention_heads
         n_kv = getattr(config, "num_key_value_heads", None) or heads
         return 2 * n_kv * (getattr(config, "head_dim", None) or config.hidden_size // heads)
-
-    def kv_bucket(self, n: int) -> int:
-        """As ``DeepSeekRunner.kv_bucket``: multiples of 64 eagerly, powers of two (≥ 64) when compiled."""
-        if self.compiled:
-            return min(self.cache.max_len, max(64, 1 << (n - 1).bit_length()))
-        return bucket(n, 64, self.cache.max_len)
 
     def _qkv(self, attn, x_BTD, cos, sin):
         b, t, _ = x_BTD.shape
@@ -126,11 +104,8 @@ class DenseRunner:
         """Process whole prompts into their slots; returns the logits of each prompt's last token, [B, V]."""
         m = self.model
         device = m.lm_head.weight.device
-        lens = [len(p) for p in prompts]
-        t = max(lens)
-        ids_BT = torch.zeros(len(prompts), t, dtype=torch.long, device=device)
-        for i, p in enumerate(prompts):
-            ids_BT[i, : len(p)] = torch.tensor(p, dtype=torch.long)
+        ids_BT, lens = right_padded(prompts, device)
+        t = ids_BT.shape[1]
         slots_B = torch.tensor(slots, device=device)
         pos_BT = torch.arange(t, device=device).expand(len(prompts), t)
         h_BTD = m.model.embed_tokens(ids_BT)
@@ -176,12 +151,4 @@ class DenseRunner:
     @torch.no_grad()
     def decode(self, tokens_BT: torch.Tensor, start_B: torch.Tensor, slots_B: torch.Tensor, kv_len: int):
         """Logits [B, T, V] (fp32) of T new tokens per row placed at positions start..start+T-1."""
-        if self.compiled:
-            try:
-                logits_BTV, _ = self._decode_fn(tokens_BT, start_B, slots_B, kv_len)
-                return logits_BTV.clone()  # CUDA-graph outputs are reused buffers
-            except Exception as err:  # noqa: BLE001
-                log.warning("compiled decode failed (%s); switching to eager", err)
-                self.compiled = False
-                self._decode_fn = self._forward_cached
-        return self._forward_cached(tokens_BT, start_B, slots_B, kv_len)[0]
+        return self._step("decode", tokens_BT, start_B, slots_B, kv_len)[0]

@@ -121,7 +121,7 @@ class LLM:
         latent cache is preallocated for max_batch_size × max_model_len. device: default the module's own device,
         else CUDA when available. dtype: for directories only (default bf16 on CUDA, fp32 on CPU); a module keeps
         its dtype. compile: torch.compile the decode step, the speculative verification and the MTP draft windows
-        with CUDA graphs (CUDA only; a dict = torch.compile arguments on any device, see ``DeepSeekRunner``).
+        with CUDA graphs (CUDA only; a dict = torch.compile arguments on any device, see ``runner.GraphSteps``).
         seed: seeds the engine's generator used by requests without their own ``SamplingParams.seed``.
         hf_backend: serve a transformers model with its own forward and cache (the reference path) even when the
         engine's dense runner supports it.

@@ -79,47 +79,56 @@ def ffn_decode(block, h_BTD: torch.Tensor) -> torch.Tensor:
     return h_BTD + y_ND.view_as(h_BTD)
 
 
-class DeepSeekRunner:
-    """Runs ``model`` (a DeepSeekV3ForCausalLM, held by reference) against ``cache``."""
+def right_padded(prompts: list[list[int]], device) -> tuple[torch.Tensor, list[int]]:
+    """(ids [B, T] with each prompt at the start of its row, zeros after; prompt lengths)."""
+    lens = [len(p) for p in prompts]
+    ids_BT = torch.zeros(len(prompts), max(lens), dtype=torch.long, device=device)
+    for i, p in enumerate(prompts):
+        ids_BT[i, : len(p)] = torch.tensor(p, dtype=torch.long)
+    return ids_BT, lens
 
-    def __init__(self, model, cache: LatentCache, draft_depths: int = 0, compile: bool | dict = False):
-        """compile: True = ``torch.compile(mode="reduce-overhead")`` (CUDA graphs) on CUDA, ignored on CPU; a dict =
-        those torch.compile arguments on any device (tests trace the decode on CPU with
-        ``{"backend": "aot_eager", "fullgraph": True}``)."""
-        self.model = model
-        self.cache = cache
-        self.n_layers = model.config.num_hidden_layers
-        self.kv_rank = model.config.kv_lora_rank
-        self.draft_depths = draft_depths
-        self._decode_fn, self._mtp_fn = self._main_forward, self._mtp_forward
+
+class GraphSteps:
+    """What the runners share: their step functions run compiled or eagerly (chosen once at construction), a failing
+    compiled step switches the runner to eager for good, and key lengths are bucketed to few shapes.
+
+    compile: True = ``torch.compile(mode="reduce-overhead")`` (CUDA graphs) on CUDA, ignored on CPU; a dict = those
+    torch.compile arguments on any device (tests trace the steps on CPU with ``{"backend": "eager", "fullgraph":
+    True}``)."""
+
+    cache: LatentCache
+
+    def _setup_steps(self, steps: dict, compile: bool | dict) -> None:
+        self._eager_steps, self._steps = dict(steps), dict(steps)
         self.compiled = False
+        cache = self.cache
         if isinstance(compile, dict) or (compile and cache.kv_SLX[0].is_cuda):
             kwargs = compile if isinstance(compile, dict) else {"mode": "reduce-overhead"}
             try:
                 import torch._dynamo
-                # graphs per (batch bucket, T, kv bucket) and per (depth, kv bucket) for the MTP windows
+                # graphs per (batch bucket, T, kv bucket), and per depth for the MTP windows
                 torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
                 mutated = [t for t in [*cache.kv_SLX, *cache.hidden_SLD, cache.tokens_SL] if t is not None]
                 for t in mutated:  # written in place: must keep their addresses in graphs
                     torch._dynamo.mark_static_address(t)
-                self._decode_fn = torch.compile(self._main_forward, dynamic=False, **kwargs)
-                self._mtp_fn = torch.compile(self._mtp_forward, dynamic=False, **kwargs)
+                self._steps = {name: torch.compile(fn, dynamic=False, **kwargs) for name, fn in steps.items()}
                 self.compiled = True
             except Exception as err:  # noqa: BLE001 - any backend problem: stay eager
                 log.warning("torch.compile unavailable (%s); decoding eagerly", err)
         elif compile:
             log.info("compile=True ignored off CUDA (CUDA graphs need a GPU)")
 
-    def _run_compiled(self, name: str, fn, eager, *args):
-        """``fn(*args)`` with outputs cloned (CUDA-graph outputs are reused buffers); on any failure switch the whole
-        runner to eager for good and run ``eager(*args)``."""
+    def _step(self, name: str, *args):
+        """Step ``name``: compiled, with outputs cloned (CUDA-graph outputs are reused buffers), or eager."""
+        if not self.compiled:
+            return self._eager_steps[name](*args)
         try:
-            out = fn(*args)
+            out = self._steps[name](*args)
         except Exception as err:  # noqa: BLE001
             log.warning("compiled %s failed (%s); switching to eager", name, err)
             self.compiled = False
-            self._decode_fn, self._mtp_fn = self._main_forward, self._mtp_forward
-            return eager(*args)
+            self._steps = dict(self._eager_steps)
+            return self._eager_steps[name](*args)
         return tuple(t.clone() for t in out) if isinstance(out, tuple) else out.clone()
 
     def kv_bucket(self, n: int) -> int:
@@ -129,17 +138,26 @@ class DeepSeekRunner:
             return min(self.cache.max_len, max(64, 1 << (n - 1).bit_length()))
         return bucket(n, 64, self.cache.max_len)
 
+
+class DeepSeekRunner(GraphSteps):
+    """Runs ``model`` (a DeepSeekV3ForCausalLM, held by reference) against ``cache``; ``compile``: see GraphSteps."""
+
+    def __init__(self, model, cache: LatentCache, draft_depths: int = 0, compile: bool | dict = False):
+        self.model = model
+        self.cache = cache
+        self.n_layers = model.config.num_hidden_layers
+        self.kv_rank = model.config.kv_lora_rank
+        self.draft_depths = draft_depths
+        self._setup_steps({"decode": self._main_forward, "MTP window": self._mtp_forward}, compile)
+
     # ------------------------------------------------------------------ prefill (naive path)
     @torch.no_grad()
     def prefill(self, prompts: list[list[int]], slots: list[int]) -> torch.Tensor:
         """Process whole prompts into their slots; returns the logits of each prompt's last token, [B, V]."""
         m = self.model
         device = m.lm_head.weight.device
-        lens = [len(p) for p in prompts]
-        t = max(lens)
-        ids_BT = torch.zeros(len(prompts), t, dtype=torch.long, device=device)
-        for i, p in enumerate(prompts):
-            ids_BT[i, : len(p)] = torch.tensor(p, dtype=torch.long)
+        ids_BT, lens = right_padded(prompts, device)
+        t = ids_BT.shape[1]
         lens_B = torch.tensor(lens, device=device)
         pos_BT = torch.arange(t, device=device).expand(len(prompts), t)
         valid_BT = pos_BT < lens_B[:, None]
@@ -177,11 +195,7 @@ class DeepSeekRunner:
         """Logits [B, T, V] (fp32) of T new tokens per row placed at positions start..start+T-1.
 
         With speculative decoding on, also records h^0 (last block output before the norm) and the tokens."""
-        if self.compiled:
-            logits_BTV, h_BTD = self._run_compiled("decode", self._decode_fn, self._main_forward, tokens_BT, start_B,
-                                                   slots_B, kv_len)
-        else:
-            logits_BTV, h_BTD = self._main_forward(tokens_BT, start_B, slots_B, kv_len)
+        logits_BTV, h_BTD = self._step("decode", tokens_BT, start_B, slots_B, kv_len)
         if self.draft_depths:
             pos_BT = _positions(start_B, tokens_BT.shape[1])
             self.cache.hidden_SLD[0][slots_B[:, None], pos_BT] = h_BTD.to(self.cache.hidden_SLD[0].dtype)
@@ -199,10 +213,9 @@ class DeepSeekRunner:
         each row's last position, [B, V] fp32. ``eager``: skip the compiled graphs (the once-per-request catch-up
         over a prompt, whose width varies, would otherwise compile a graph per prompt length).
         """
-        if self.compiled and not eager:
-            return self._run_compiled("MTP window", self._mtp_fn, self._mtp_forward, depth, slots_B, start_B,
-                                      count_B, w, kv_len)
-        return self._mtp_forward(depth, slots_B, start_B, count_B, w, kv_len)
+        if eager:
+            return self._mtp_forward(depth, slots_B, start_B, count_B, w, kv_len)
+        return self._step("MTP window", depth, slots_B, start_B, count_B, w, kv_len)
 
     def _mtp_forward(self, depth: int, slots_B: torch.Tensor, start_B: torch.Tensor, count_B: torch.Tensor, w: int,
                      kv_len: int) -> torch.Tensor:
