@@ -6,7 +6,10 @@
    with BF16 weights; also the bare FP8 fprop GEMM on pre-quantised operands (the ceiling the quantisation overhead eats into).
 2. A training step (fwd + bwd + AdamW) of a small pre-norm transformer (hidden >= 4096, FP32 master weights, BF16
    autocast), BF16 vs the same model after convert_to_fp8, with the ratio.
-3. --loss-curve N: N steps of FP8 and BF16 from the same init on the same synthetic Markov-chain data; reports the
+3. Routed experts (r1lab.fp8_moe.FP8Experts vs the BF16 grouped-GEMM Experts): forward+backward TFLOP/s of one
+   DeepSeekMoE expert stack (16 experts of V3's shape, hidden 7168, expert width 2048, 4096 tokens × top-4, uniform
+   routing), quantisation included.
+4. --loss-curve N: N steps of FP8 and BF16 from the same init on the same synthetic Markov-chain data; reports the
    max relative loss difference over the last min(100, N) steps (the report's < 0.25% claim, at toy scale).
 
 Without CUDA, or without the blockwise FP8 fast path, it prints one JSON line with "skipped" and exits 0.
@@ -94,6 +97,39 @@ def bench_linear(name: str, M: int, K: int, N: int, device: torch.device, backen
          fp8_tflops=round(flops / t_fp8 / 1e12, 1), speedup=round(t_bf16 / t_fp8, 3),
          fprop_gemm_only_bf16_tflops=round(flops / 3 / t_mm / 1e12, 1),
          fprop_gemm_only_fp8_tflops=round(flops / 3 / t_gemm / 1e12, 1), **meta)
+
+
+# -------------------------------------------------------------------------------------- 3. routed experts --
+def bench_experts(E: int, D: int, I: int, M: int, top_k: int, device: torch.device, backend: str,
+                  reps: tuple[int, int], meta: dict) -> None:
+    from r1lab.fp8_moe import FP8Experts
+    from r1lab.model import DeepSeekV3Config
+    from r1lab.model.moe import Experts
+
+    cfg = DeepSeekV3Config.from_preset("tiny").replace(hidden_size=D, moe_intermediate_size=I, n_routed_experts=E,
+                                                       num_experts_per_tok=top_k, n_group=1, topk_group=1)
+    bf16 = Experts(cfg).to(device=device, dtype=torch.bfloat16)
+    with torch.no_grad():
+        bf16.gate_up_proj.normal_(std=D**-0.5)
+        bf16.down_proj.normal_(std=I**-0.5)
+    f8 = FP8Experts.from_experts(copy.deepcopy(bf16), backend=backend)
+    g = torch.Generator(device=device).manual_seed(0)
+    x = torch.randn(M, D, device=device, dtype=torch.bfloat16, generator=g).requires_grad_()
+    idx = torch.rand(M, E, device=device, generator=g).topk(top_k, dim=-1).indices
+    w = torch.rand(M, top_k, device=device, generator=g)
+    dy = torch.randn(M, D, device=device, dtype=torch.bfloat16, generator=g)
+
+    def step(mod):
+        def run():
+            x.grad = mod.gate_up_proj.grad = mod.down_proj.grad = None
+            mod(x, w, idx).backward(dy)
+        return run
+
+    t_bf16, t_fp8 = timed(step(bf16), device, *reps), timed(step(f8), device, *reps)
+    flops = 6 * M * top_k * 3 * D * I
+    emit(kind="experts_fwd_bwd", experts=E, hidden=D, expert_width=I, tokens=M, top_k=top_k,
+         bf16_tflops=round(flops / t_bf16 / 1e12, 1), fp8_tflops=round(flops / t_fp8 / 1e12, 1),
+         speedup=round(t_bf16 / t_fp8, 3), **meta)
 
 
 # ----------------------------------------------------------------------------------- 2. small transformer --
@@ -218,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--loss-curve", type=int, default=0, metavar="N", help="also train N steps FP8 vs BF16")
     p.add_argument("--skip-linear", action="store_true")
     p.add_argument("--skip-train-step", action="store_true")
+    p.add_argument("--skip-experts", action="store_true")
     p.add_argument("--smoke", action="store_true", help="CPU, toy sizes, reference GEMMs: exercise the code only")
     args = p.parse_args(argv)
     meta = {"torch": torch.__version__, "date": datetime.date.today().isoformat()}
@@ -226,12 +263,14 @@ def main(argv: list[str] | None = None) -> int:
         args.tokens, args.hidden, args.ffn, args.heads, args.layers = 128, 256, 512, 4, 2
         args.vocab, args.batch, args.seq = 512, 2, 64
         shapes = {"toy": (256, 384)}
+        experts = {"E": 4, "D": 256, "I": 128, "M": 64, "top_k": 2}
         meta["device"] = "cpu (smoke: reference GEMMs, timings meaningless)"
     else:
         if not torch.cuda.is_available():
             emit(kind="all", skipped=True, reason="CUDA not available", **meta)
             return 0
         device, backend, reps, shapes = torch.device("cuda"), "scaled_mm", (5, 20), V3_SHAPES
+        experts = {"E": 16, "D": 7168, "I": 2048, "M": 4096, "top_k": 4}
         ok, reason = fp8.fp8_kernels.blockwise_fp8_status(device)
         meta["device"] = torch.cuda.get_device_name(device)
         if not ok:
@@ -240,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_linear:
         for name, (K, N) in shapes.items():
             bench_linear(name, args.tokens, K, N, device, backend, reps, meta)
+    if not args.skip_experts:
+        bench_experts(**experts, device=device, backend=backend, reps=reps, meta=meta)
     if not args.skip_train_step:
         bench_train_step(args, device, backend, (reps[0], max(reps[1] // 2, 2)), meta)
     if args.loss_curve:

@@ -25,6 +25,9 @@ Two interchangeable GEMM backends, chosen once when the module is built (and aga
   its source and tests), so there is no kernel of ours to maintain; see fp8_kernels for the layout contract. Its
   operands are quantised by `compiled_quantize` (torch.compile of the same function: fused kernels, same bytes).
 
+DeepSeekMoE's routed experts are not nn.Linear modules (stacked [E, N, K] weights, grouped GEMM): their FP8 version
+is ``r1lab.fp8_moe.FP8Experts`` with the same tilings per expert; ``convert_to_fp8`` swaps both kinds.
+
 Deliberate differences from the report: no promotion-interval emulation (cuBLAS/CPU accumulate fully in FP32);
 dims that are not multiples of 128 are zero-padded per GEMM (the report's shapes never need it); the bias add and
 bias gradient stay in high precision; the report (§3.5.2) caches x in its forward 1x128 FP8 tiles and in backward
@@ -442,33 +445,40 @@ def convert_to_fp8(
     backend: str = "auto",
     min_features: int = BLOCK,
 ) -> list[str]:
-    """Swap chosen nn.Linear modules of any module tree for FP8Linear, in place; returns the converted names.
+    """Swap chosen nn.Linear modules — and DeepSeekMoE's stacked routed experts (``r1lab.model.moe.Experts`` →
+    ``r1lab.fp8_moe.FP8Experts``) — of any module tree for FP8 versions, in place; returns the converted names.
 
     include/exclude: fnmatch patterns on the qualified module name, or a callable (name, module) -> bool.
-    include=None means every nn.Linear. Exact nn.Linear only (subclasses may carry their own forward). Each
-    skipped nn.Linear gets one INFO log line with the reason. The state_dict is unchanged.
+    include=None means every nn.Linear and every Experts module. Exact classes only (subclasses may carry their own
+    forward). Each skipped module gets one INFO log line with the reason. The state_dict is unchanged.
     """
+    from r1lab.fp8_moe import FP8Experts, experts_skip_reason
+    from r1lab.model.moe import Experts
+
     converted: list[str] = []
     for name, module in list(model.named_modules()):
-        if type(module) is not nn.Linear:
+        is_experts = type(module) is Experts
+        if type(module) is not nn.Linear and not is_experts:
             if isinstance(module, nn.Linear) and not isinstance(module, FP8Linear):
                 log.info("fp8: skip %s: %s is an nn.Linear subclass", name, type(module).__name__)
             continue
         if include is not None and not _matches(name, include, module):
             continue
+        kept = module.gate_up_proj.dtype if is_experts else module.weight.dtype
         if _matches(name, exclude, module):
-            log.info("fp8: skip %s: excluded by pattern (kept in %s)", name, module.weight.dtype)
+            log.info("fp8: skip %s: excluded by pattern (kept in %s)", name, kept)
             continue
-        reason = fp8_skip_reason(module, min_features)
+        reason = experts_skip_reason(module, min_features) if is_experts else fp8_skip_reason(module, min_features)
         if reason is not None:
-            log.info("fp8: skip %s: %s (kept in %s)", name, reason, module.weight.dtype)
+            log.info("fp8: skip %s: %s (kept in %s)", name, reason, kept)
             continue
         if not name:
             log.info("fp8: skip the root module: convert_to_fp8 swaps children in place; wrap it in a container")
             continue
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, FP8Linear.from_linear(module, backend))
+        new = FP8Experts.from_experts(module, backend) if is_experts else FP8Linear.from_linear(module, backend)
+        setattr(parent, child, new)
         converted.append(name)
-    log.info("fp8: converted %d linear layers", len(converted))
+    log.info("fp8: converted %d modules (linear layers and routed-expert stacks)", len(converted))
     return converted

@@ -130,17 +130,20 @@ class Experts(nn.Module):
         flat_expert = indices_NK.reshape(-1)
         order = torch.argsort(flat_expert, stable=True)
         x_sorted = x_ND[:, None].expand(n, k, x_ND.shape[-1]).reshape(n * k, -1)[order]
-        counts_E = expert_counts(flat_expert, self.n_experts)
-        w_gate_up, w_down = self.gate_up_proj.to(x_ND.dtype), self.down_proj.to(x_ND.dtype)
+        y_sorted = self.ffn_sorted(x_sorted, expert_counts(flat_expert, self.n_experts))
+        y_XD = torch.empty_like(y_sorted).index_copy_(0, order, y_sorted)  # X = N·K pairs back in token order
+        return (y_XD.view(n, k, -1) * weights_NK[..., None].to(y_XD.dtype)).sum(dim=1)
+
+    def ffn_sorted(self, x_sorted: torch.Tensor, counts_E: torch.Tensor) -> torch.Tensor:
+        """Every expert's SwiGLU over its contiguous run of rows (``counts_E[j]`` rows for expert j, in order).
+        ``r1lab.fp8_moe.FP8Experts`` overrides this one step to run the same GEMMs in FP8."""
+        w_gate_up, w_down = self.gate_up_proj.to(x_sorted.dtype), self.down_proj.to(x_sorted.dtype)
         if _grouped_mm_ok(x_sorted, w_gate_up, w_down):
             offs = torch.cumsum(counts_E, 0).to(torch.int32)
             gate, up = torch._grouped_mm(x_sorted, w_gate_up.transpose(-2, -1), offs=offs).chunk(2, dim=-1)
-            y_sorted = torch._grouped_mm(F.silu(gate) * up, w_down.transpose(-2, -1), offs=offs)
-        else:
-            parts = torch.split(x_sorted, counts_E.tolist())
-            y_sorted = torch.cat([self._expert(j, part) for j, part in enumerate(parts)], dim=0)
-        y_XD = torch.empty_like(y_sorted).index_copy_(0, order, y_sorted)  # X = N·K pairs back in token order
-        return (y_XD.view(n, k, -1) * weights_NK[..., None].to(y_XD.dtype)).sum(dim=1)
+            return torch._grouped_mm(F.silu(gate) * up, w_down.transpose(-2, -1), offs=offs)
+        parts = torch.split(x_sorted, counts_E.tolist())
+        return torch.cat([self._expert(j, part) for j, part in enumerate(parts)], dim=0)
 
 
 def expert_counts(expert_ids: torch.Tensor, n_experts: int) -> torch.Tensor:

@@ -137,7 +137,7 @@ class PretrainConfig:
     compile: bool = False
     """torch.compile the model."""
     fp8: bool = False
-    """Convert linear layers to FP8 (r1lab.fp8.convert_to_fp8) before training."""
+    """Convert linear layers and routed-expert stacks to FP8 (r1lab.fp8.convert_to_fp8) before training."""
     fim_rate: float = 0.1
     """Fill-in-the-middle rate over training documents (V3: 0.1)."""
     parallel: str = "ddp"
@@ -253,7 +253,7 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     if cfg.fp8:
         from r1lab.fp8 import convert_to_fp8
         converted = convert_to_fp8(raw)
-        log(f"fp8: converted {len(converted)} linear layers")
+        log(f"fp8: converted {len(converted)} modules (linear layers, routed-expert stacks)")
     n_steps = total_steps(cfg, info.world_size)
     mtp_w = raw.config.mtp_loss_weight if cfg.mtp_weight is None else cfg.mtp_weight
     bal_a = raw.config.aux_loss_alpha if cfg.balance_alpha is None else cfg.balance_alpha

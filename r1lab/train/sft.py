@@ -94,7 +94,7 @@ class SFTConfig:
     lora_targets: list[str] = field(default_factory=list)
     """Module names to adapt (empty = every linear layer but the LM head)."""
     fp8: bool = False
-    """Train with FP8 linear layers (r1lab.fp8.convert_to_fp8)."""
+    """Train with FP8 linear layers and routed-expert stacks (r1lab.fp8.convert_to_fp8)."""
     compile: bool = False
     """torch.compile the model's forward (worth it on a GPU; batch widths vary, so shapes compile as dynamic)."""
     eval_every: int = 50
@@ -236,7 +236,7 @@ def prepare_model(cfg: SFTConfig, tokenizer, device, dtype):
     if cfg.fp8:
         from r1lab.fp8 import convert_to_fp8
 
-        log.info("fp8: converted %d linear layers", len(convert_to_fp8(model)))
+        log.info("fp8: converted %d modules (linear layers, routed-expert stacks)", len(convert_to_fp8(model)))
     return model, ours
 
 
