@@ -5,7 +5,8 @@
 #
 #   bash benchmarks/gpu_suite.sh [PART ...]      # parts: env tests train train_compile generate generate_compile
 #                                                #        generate_qwen fp8 fp8_curve grpo grpo_qwen balance pretrain
-#                                                #        profile mismatch
+#                                                #        profile mismatch mtp_spec (after pretrain: MTP
+#                                                #        speculative decoding on the gpu-small model it trained)
 #                                                #        (default: all)
 #   LOG_DIR=/some/dir bash benchmarks/gpu_suite.sh train generate
 #
@@ -52,10 +53,12 @@ $PY benchmarks/logprob_mismatch.py --device cuda --compile" ;;
             --steps 300 --seq-len 512 --micro-batch 16 --gamma 0.001 --out "$LOG_DIR/balance" ;;
         pretrain) run pretrain "${LIMIT_pretrain:-240}" $PY -m r1lab pretrain --preset gpu-small --device cuda --steps 300 --eval-every 0 --ckpt-every 0 \
             --micro-batch 32 --seq-len 512 --exact-match 0 --out-dir "$LOG_DIR/pretrain" ;;
+        mtp_spec) run mtp_spec "${LIMIT_mtp_spec:-200}" $PY benchmarks/mtp_speculative.py \
+            --model "${MTP_MODEL:-$LOG_DIR/pretrain/model}" --compile --n-prompts 4 --max-tokens 128 ;;
         *) echo "unknown part $1" | tee -a "$LOG" ;;
     esac
 }
 
 PARTS=("$@")
-[ ${#PARTS[@]} -eq 0 ] && PARTS=(env tests train generate fp8 grpo grpo_qwen train_compile generate_compile fp8_curve balance pretrain profile mismatch generate_qwen)
+[ ${#PARTS[@]} -eq 0 ] && PARTS=(env tests train generate fp8 grpo grpo_qwen train_compile generate_compile fp8_curve balance pretrain mtp_spec profile mismatch generate_qwen)
 for p in "${PARTS[@]}"; do part "$p"; done

@@ -99,3 +99,17 @@ def test_benchmark_smoke_run_on_cpu():
     assert [r["batch"] for r in rows] == [1, 4, 1] and rows[-1]["mode"] == "mtp_speculative"
     assert all(r["tokens_per_s"] > 0 for r in rows)
     assert rows[0]["ratio"] > 0 and 0 < rows[0]["fraction_of_bound"] and rows[0]["peer"] == "transformers.generate"
+
+
+def test_mtp_speculative_benchmark_smoke(model_dir):
+    """benchmarks/mtp_speculative.py on a saved model with an MTP module: greedy speculative output identical to
+    plain for k = 1, 2, acceptance in [0, 1], both sampling modes reported."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    res = subprocess.run([sys.executable, "benchmarks/mtp_speculative.py", "--model", str(model_dir), "--device",
+                          "cpu", "--n-prompts", "1", "--max-tokens", "12"],
+                         capture_output=True, text=True, timeout=300, cwd=ROOT, env=env, check=False)
+    assert res.returncode == 0, res.stderr
+    rows = [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]
+    assert [(r["mode"], r["k"]) for r in rows] == [("greedy", 1), ("greedy", 2), ("T=0.6", 1), ("T=0.6", 2)]
+    assert all(r["identical_to_plain"] for r in rows[:2])
+    assert all(0 <= r["acceptance_rate"] <= 1 and r["tokens_per_s"] > 0 for r in rows)

@@ -239,8 +239,9 @@ def test_benchmark_skips_cleanly_without_cuda_and_smoke_runs(capsys, monkeypatch
     assert line["skipped"] is True and line["bench"] == "fp8"
     assert bench.main(["--smoke", "--skip-train-step", "--loss-curve", "2"]) == 0
     rows = [json.loads(r) for r in capsys.readouterr().out.strip().splitlines()]
-    assert [r["kind"] for r in rows] == ["linear_fwd_bwd", "loss_curve"]
-    assert rows[1]["finite"] and rows[1]["max_rel_loss_diff"] < 0.05
+    assert [r["kind"] for r in rows] == ["linear_fwd_bwd", "experts_fwd_bwd", "loss_curve"]
+    assert rows[1]["speedup"] > 0 and rows[1]["experts"] == 4
+    assert rows[2]["finite"] and rows[2]["max_rel_loss_diff"] < 0.05
 
 
 def test_empty_batch_and_backend_selection_on_cpu():

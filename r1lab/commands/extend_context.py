@@ -2,7 +2,7 @@
 retrieval at every length for the base and the extended model.
 
 Examples:
-  r1lab extend-context --model-dir runs/demo/model --phases [256,512] --steps [150,150] --out-dir runs/extend
+  r1lab extend-context --model-dir runs/demo/model --phases [256,512] --steps [400,1000] --out-dir runs/extend
   r1lab extend-context --model-dir runs/gpu/model --phases [2048,4096] --steps [500,500] --micro-batch [16,8]
 """
 

@@ -110,7 +110,7 @@ class ExtendContextConfig:
     """Context the base model was trained at (0 = the model config's max_position_embeddings)."""
     phases: list[int] = field(default_factory=lambda: [256, 512])
     """Sequence length of each phase; the last one is the target (YaRN factor = last / original_len)."""
-    steps: list[int] = field(default_factory=lambda: [150, 150])
+    steps: list[int] = field(default_factory=lambda: [400, 1000])
     """Optimizer steps of each phase."""
     micro_batch: list[int] = field(default_factory=lambda: [8, 4])
     """Rows per micro-batch of each phase (V3 shrinks the batch as the length grows)."""
@@ -118,7 +118,7 @@ class ExtendContextConfig:
     """Constant learning rate of the phases (V3: 7.3e-6 at its scale)."""
     corpus: list[str] = field(default_factory=list)
     """Regular corpus mixed in (empty = the built-in task corpus)."""
-    passkey_docs: int = 2000
+    passkey_docs: int = 4000
     """Synthetic passkey documents per phase (lengths up to the phase length)."""
     out_dir: str = "runs/extend"
     """Run directory: phase-1/, phase-2/, ...; the final model is <out_dir>/model."""
