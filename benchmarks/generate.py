@@ -150,6 +150,9 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-peer", action="store_true", help="do not run transformers generate")
     ap.add_argument("--peak-bw", type=float, default=None, help="peak memory bandwidth in bytes/s")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--dense-experts-max", type=int, default=0,
+                    help="decode steps of at most N tokens (with N·K > E) run every expert densely instead of the "
+                         "grouped path (experiment; see r1lab.engine.runner.ffn_decode)")
     args = ap.parse_args(argv)
     device = torch.device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -173,11 +176,14 @@ def main(argv=None) -> int:
             hf_model = AutoModelForCausalLM.from_pretrained(tmp, dtype=dtype).to(device).eval()
     llm = LLM(model, max_batch_size=max(batches), max_model_len=args.prompt_len + args.new_tokens + 8,
               device=device, compile=args.compile, seed=args.seed)
+    if args.dense_experts_max and not dense:
+        llm._runner.dense_experts_max = args.dense_experts_max
     bw = peak_bandwidth(device, args.peak_bw)
     elem = torch.finfo(dtype).bits // 8
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     base = {"bench": "generate", "device": name, "dtype": str(dtype).replace("torch.", ""), "preset": args.preset,
-            "prompt_len": args.prompt_len, "new_tokens": args.new_tokens, "compile": args.compile}
+            "prompt_len": args.prompt_len, "new_tokens": args.new_tokens, "compile": args.compile,
+            "dense_experts_max": args.dense_experts_max}
     for b in batches:
         prompts = prompts_all[:b]
         ours = time_ours(llm, prompts, args.new_tokens)

@@ -5,7 +5,7 @@
 #
 #   bash benchmarks/gpu_suite.sh [PART ...]      # parts: env tests train train_compile generate generate_compile
 #                                                #        generate_qwen fp8 fp8_curve grpo grpo_qwen balance pretrain
-#                                                #        profile mismatch mtp_spec (after pretrain: MTP
+#                                                #        profile mismatch generate_dense mtp_spec (after pretrain: MTP
 #                                                #        speculative decoding on the gpu-small model it trained)
 #                                                #        (default: all)
 #   LOG_DIR=/some/dir bash benchmarks/gpu_suite.sh train generate
@@ -40,6 +40,8 @@ transformers.__version__, torch.cuda.get_device_name(0))'" ;;
         train_compile) run train_compile "${LIMIT_train_compile:-240}" $PY benchmarks/train_step.py --compile ;;
         generate) run generate "${LIMIT_generate:-200}" $PY benchmarks/generate.py ;;
         generate_compile) run generate_compile "${LIMIT_generate_compile:-240}" $PY benchmarks/generate.py --compile ;;
+        generate_dense) run generate_dense "${LIMIT_generate_dense:-200}" $PY benchmarks/generate.py --compile \
+            --batch-sizes 32 --dense-experts-max 64 ;;
         generate_qwen) run generate_qwen "${LIMIT_generate_qwen:-200}" $PY benchmarks/generate.py --preset qwen2 \
             --compile --batch-sizes 1,32 ;;
         fp8) run fp8 "${LIMIT_fp8:-120}" $PY benchmarks/fp8.py ;;
@@ -60,5 +62,5 @@ $PY benchmarks/logprob_mismatch.py --device cuda --compile" ;;
 }
 
 PARTS=("$@")
-[ ${#PARTS[@]} -eq 0 ] && PARTS=(env tests train generate fp8 grpo grpo_qwen train_compile generate_compile fp8_curve balance pretrain mtp_spec profile mismatch generate_qwen)
+[ ${#PARTS[@]} -eq 0 ] && PARTS=(env tests train generate fp8 grpo grpo_qwen train_compile generate_compile fp8_curve balance pretrain mtp_spec profile mismatch generate_qwen generate_dense)
 for p in "${PARTS[@]}"; do part "$p"; done

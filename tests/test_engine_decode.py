@@ -12,7 +12,6 @@ from r1lab.engine.runner import DeepSeekRunner
 from r1lab.engine.sampler import RowParams, processed_probs
 from r1lab.model import DeepSeekV3Config, DeepSeekV3ForCausalLM
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -26,11 +25,12 @@ def model():
 PROMPTS = [[5, 6, 7, 8, 9], [11, 12], [3] * 17, [40], [7, 8, 9, 10, 11, 12, 13], [100, 101, 102], [9, 9]]
 
 
-def test_absorbed_decode_matches_full_forward_every_step(model):
+@pytest.mark.parametrize("dense_experts_max", [0, 64])  # multi-token step: grouped experts, or every expert densely
+def test_absorbed_decode_matches_full_forward_every_step(model, dense_experts_max):
     cfg = model.config
     cache = LatentCache(cfg.num_hidden_layers, 4, 64, cfg.kv_lora_rank + cfg.qk_rope_head_dim, torch.float32,
                         torch.device("cpu"))
-    runner = DeepSeekRunner(model, cache)
+    runner = DeepSeekRunner(model, cache, dense_experts_max=dense_experts_max)
     prompts = [[5, 6, 7, 8, 9], [11, 12], [3] * 9]
     slots = [2, 0, 3]  # arbitrary slot assignment
     with torch.no_grad():
@@ -138,3 +138,26 @@ def test_traced_decode_step_matches_eager(model):
     out = llm.generate(prompt_token_ids=PROMPTS[:3], sampling_params=sp)
     assert runner.compiled  # no fallback to eager happened
     assert [o.outputs[0].token_ids for o in out] == [o.outputs[0].token_ids for o in ref]
+
+
+def test_dense_expert_decode_path_equals_grouped_and_traces_whole(model):
+    """Every expert on every token, weighted by the scattered routing weights, equals the grouped path; a decode step
+    that takes it (N·K > E) traces as one graph (fullgraph) and gives the eager engine's tokens."""
+    from r1lab.engine.runner import dense_experts
+
+    moe = model.model.layers[1].mlp
+    g = torch.Generator().manual_seed(0)
+    x_ND = torch.randn(37, model.config.hidden_size, generator=g)
+    with torch.no_grad():
+        weights_NK, experts_NK, _ = moe.gate(x_ND)
+        ref = moe.experts(x_ND, weights_NK, experts_NK)
+        got = dense_experts(moe.experts, x_ND, weights_NK, experts_NK)
+    assert (got - ref).abs().max() < 1e-5
+    sp = SamplingParams(temperature=0.0, max_tokens=8)
+    eager = LLM(model, max_batch_size=8).generate(prompt_token_ids=PROMPTS, sampling_params=sp)
+    assert eager[0].outputs and model.config.num_experts_per_tok * len(PROMPTS) > model.config.n_routed_experts
+    llm = LLM(model, max_batch_size=8, compile={"backend": "eager", "fullgraph": True})
+    llm._runner.dense_experts_max = 64
+    out = llm.generate(prompt_token_ids=PROMPTS, sampling_params=sp)
+    assert llm._runner.compiled  # fullgraph tracing of the 7-row step succeeded: no fallback to eager
+    assert [o.outputs[0].token_ids for o in out] == [o.outputs[0].token_ids for o in eager]

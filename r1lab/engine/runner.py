@@ -38,7 +38,8 @@ def _decode_mask(pos_BT: torch.Tensor, kv_len: int) -> torch.Tensor:
     return (keys_S[None, None, None, :] <= pos_BT[:, None, :, None])
 
 
-def cached_block(block, h_BTD, cos, sin, kv_SLX, slots_B, pos_BT, mask_B1TS, kv_len: int, kv_rank: int):
+def cached_block(block, h_BTD, cos, sin, kv_SLX, slots_B, pos_BT, mask_B1TS, kv_len: int, kv_rank: int,
+                 dense_experts_max: int = 0):
     """One decoder block (a main layer or an MTP module's block) for new tokens over the latent cache."""
     attn = block.self_attn
     x_BTD = block.input_layernorm(h_BTD)
@@ -48,14 +49,20 @@ def cached_block(block, h_BTD, cos, sin, kv_SLX, slots_B, pos_BT, mask_B1TS, kv_
     kv_BSX = kv_SLX[slots_B, :kv_len].to(h_BTD.dtype)
     h_BTD = h_BTD + attn.attend_absorbed(q_nope_BHTK, q_pe_BHTR, kv_BSX[..., :kv_rank], kv_BSX[..., kv_rank:],
                                          mask_B1TS)
-    return ffn_decode(block, h_BTD)
+    return ffn_decode(block, h_BTD, dense_experts_max)
 
 
-def ffn_decode(block, h_BTD: torch.Tensor) -> torch.Tensor:
-    """The block's FFN half for decoding: as ``DecoderLayer.ffn`` but without the balance loss, and with a
-    sync-free expert path for few tokens (N·K ≤ E): the chosen experts' weights are gathered and applied with one
-    batched matmul per projection, so the step has no host synchronisation and can be captured in a CUDA graph.
-    More tokens use the model's own grouped path (tokens sorted by expert)."""
+def ffn_decode(block, h_BTD: torch.Tensor, dense_experts_max: int = 0) -> torch.Tensor:
+    """The block's FFN half for decoding: as ``DecoderLayer.ffn`` but without the balance loss, with sync-free expert
+    paths that a CUDA graph can capture (no host synchronisation), chosen by the number of tokens N:
+    - N·K ≤ E (few tokens): the chosen experts' weights are gathered per (token, expert) pair and applied with one
+      batched matmul per projection;
+    - else, N ≤ ``dense_experts_max`` (opt-in, default 0): every expert on every token (``dense_experts``) — with
+      N·K > E nearly every expert's weights are read anyway, and below a few hundred tokens a GPU decode step is
+      bound by reading them, so the E/K-fold extra FLOPs may be free, while the grouped path's sort/gather/scatter
+      kernels and its grouped GEMM over groups of a few rows go away. Unmeasured on a GPU so far: off by default
+      (``benchmarks/generate.py --dense-experts-max 64`` compares); on a CPU the extra FLOPs cost time;
+    - more tokens: the model's own grouped path (tokens sorted by expert)."""
     x_BTD = block.post_attention_layernorm(h_BTD)
     if not block.is_moe:
         return h_BTD + block.mlp(x_BTD)
@@ -72,11 +79,26 @@ def ffn_decode(block, h_BTD: torch.Tensor) -> torch.Tensor:
         gate_XI, up_XI = torch.bmm(gate_up_XID, x_XD1).squeeze(-1).chunk(2, dim=-1)
         y_XD = torch.bmm(down_XDI, (F.silu(gate_XI) * up_XI)[:, :, None]).squeeze(-1)
         y_ND = (y_XD.view(n, k, d) * weights_NK[..., None].to(y_XD.dtype)).sum(dim=1)
+    elif n <= dense_experts_max:
+        y_ND = dense_experts(moe.experts, x_ND, weights_NK, experts_NK)
     else:
         y_ND = moe.experts(x_ND, weights_NK, experts_NK)
     if moe.shared_experts is not None:
         y_ND = y_ND + moe.shared_experts(x_ND)
     return h_BTD + y_ND.view_as(h_BTD)
+
+
+def dense_experts(experts, x_ND: torch.Tensor, weights_NK: torch.Tensor, experts_NK: torch.Tensor) -> torch.Tensor:
+    """Σ_k w_nk · expert_{e_nk}(x_n) computed as Σ_e W_ne · expert_e(x_n) over all E experts, with W_NE the routing
+    weights scattered into a zero matrix: two batched matmuls over the expert axis, no sorting. Equal to the grouped
+    path up to summation order (tested); only worth it while reading the weights dominates (decode-sized N)."""
+    n = x_ND.shape[0]
+    w_NE = torch.zeros(n, experts.n_experts, dtype=x_ND.dtype, device=x_ND.device)
+    w_NE.scatter_(1, experts_NK, weights_NK.to(x_ND.dtype))
+    gate_up_EID = experts.gate_up_proj.to(x_ND.dtype)
+    gate_ENI, up_ENI = torch.matmul(x_ND, gate_up_EID.transpose(1, 2)).chunk(2, dim=-1)
+    y_END = torch.bmm(F.silu(gate_ENI) * up_ENI, experts.down_proj.to(x_ND.dtype).transpose(1, 2))
+    return torch.einsum("ne,end->nd", w_NE, y_END)
 
 
 def right_padded(prompts: list[list[int]], device) -> tuple[torch.Tensor, list[int]]:
@@ -142,9 +164,12 @@ class GraphSteps:
 class DeepSeekRunner(GraphSteps):
     """Runs ``model`` (a DeepSeekV3ForCausalLM, held by reference) against ``cache``; ``compile``: see GraphSteps."""
 
-    def __init__(self, model, cache: LatentCache, draft_depths: int = 0, compile: bool | dict = False):
+    def __init__(self, model, cache: LatentCache, draft_depths: int = 0, compile: bool | dict = False,
+                 dense_experts_max: int = 0):
         self.model = model
         self.cache = cache
+        # decode steps of at most this many tokens (and N·K > E) run every expert densely (see ffn_decode); 0 = never
+        self.dense_experts_max = dense_experts_max
         self.n_layers = model.config.num_hidden_layers
         self.kv_rank = model.config.kv_lora_rank
         self.draft_depths = draft_depths
@@ -187,7 +212,7 @@ class DeepSeekRunner(GraphSteps):
         cos, sin = m.model.rotary(pos_BT, h_BTD.dtype)
         for i, layer in enumerate(m.model.layers):
             h_BTD = cached_block(layer, h_BTD, cos, sin, self.cache.kv_SLX[i], slots_B, pos_BT, mask_B1TS, kv_len,
-                                 self.kv_rank)
+                                 self.kv_rank, self.dense_experts_max)
         return m.lm_head(m.model.norm(h_BTD)).float(), h_BTD
 
     @torch.no_grad()
@@ -231,7 +256,7 @@ class DeepSeekRunner(GraphSteps):
         cos, sin = m.model.rotary(pos_BW, x_BWD.dtype)
         mask_B1WS = _decode_mask(pos_BW, kv_len)
         h_BWD = cached_block(mtp, x_BWD, cos, sin, cache.kv_SLX[self.n_layers + depth - 1], slots_B, pos_BW,
-                             mask_B1WS, kv_len, self.kv_rank)
+                             mask_B1WS, kv_len, self.kv_rank, self.dense_experts_max)
         if depth < self.draft_depths:
             cache.hidden_SLD[depth][slots_B[:, None], pos_BW] = h_BWD.to(cache.hidden_SLD[depth].dtype)
         last_BD = h_BWD[torch.arange(h_BWD.shape[0], device=h_BWD.device), count_B - 1]
