@@ -147,8 +147,11 @@ class FP8Experts(Experts):
     def forward(self, x_ND: torch.Tensor, weights_NK: torch.Tensor, indices_NK: torch.Tensor) -> torch.Tensor:
         return self.forward_grouped(x_ND, weights_NK, indices_NK)
 
+    @torch.compiler.disable
     def ffn_sorted(self, x_sorted: torch.Tensor, counts_E: torch.Tensor) -> torch.Tensor:
-        counts = tuple(counts_E.tolist())  # host sync: one GEMM per expert with tokens
+        """One FP8 GEMM per expert with tokens. A Python loop over data-dependent counts: inside a compiled model it
+        runs eagerly (a graph break) rather than being recompiled for every new set of counts."""
+        counts = tuple(counts_E.tolist())  # host sync
         gate, up = fp8_grouped_linear(x_sorted, self.gate_up_proj, counts, self.gemm).chunk(2, dim=-1)
         return fp8_grouped_linear(F.silu(gate) * up, self.down_proj, counts, self.gemm)
 

@@ -187,3 +187,20 @@ def test_pretrain_with_fp8_converts_experts_and_saves_plain_weights(tmp_path, ca
     assert f"fp8: converted {len(names)} modules" in capsys.readouterr().out
     assert type(model.model.layers[1].mlp.experts) is Experts
     assert set(model.state_dict()) == set(DeepSeekV3ForCausalLM(model.config).state_dict())
+
+
+def test_fp8_experts_inside_a_compiled_model_run_eagerly_and_agree():
+    """torch.compile (eager backend, CPU) of FP8Experts, whose per-expert loop is excluded from tracing: routings
+    with different token counts run, and outputs equal the uncompiled module."""
+    torch.manual_seed(0)
+    experts = Experts(_moe_config())
+    torch.nn.init.normal_(experts.gate_up_proj, std=128**-0.5)
+    torch.nn.init.normal_(experts.down_proj, std=128**-0.5)
+    f8 = FP8Experts.from_experts(experts, backend="reference")
+    compiled = torch.compile(f8, backend="eager")
+    for seed in range(3):
+        g = torch.Generator().manual_seed(seed)
+        x = torch.randn(50, 128, generator=g)
+        idx = torch.randint(0, 8, (50, 2), generator=g)
+        w = torch.rand(50, 2, generator=g)
+        assert (compiled(x, w, idx) - f8(x, w, idx)).abs().max() < 1e-6
