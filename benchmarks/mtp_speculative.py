@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     plain = LLM(args.model, max_batch_size=1, device=args.device, compile=args.compile, seed=0)
-    if plain.model.config.num_nextn_predict_layers < 1 or not getattr(plain.model.model, "mtp", None):
+    if not plain.is_deepseek or not len(getattr(plain.model.model, "mtp", ())):
         raise SystemExit(f"{args.model}: the model has no MTP module to draft with")
     tok = plain.tokenizer
     problems = make_split("test", args.n_prompts)
