@@ -316,6 +316,14 @@ def select_gemm(device: torch.device | str, backend: str = "auto") -> Gemm:
     return ReferenceGemm()
 
 
+def gemm_for_weights(device: torch.device, backend: str) -> Gemm:
+    """The GEMM path for weights that live on ``device`` (modules call it when built and whenever they move): the
+    reference path as a placeholder on "meta" or, for backend "scaled_mm", off CUDA; else ``select_gemm``."""
+    if device.type == "meta" or (device.type != "cuda" and backend == "scaled_mm"):
+        return ReferenceGemm()  # placeholder until the weights land on a CUDA device
+    return select_gemm(device, backend)
+
+
 def _output_dtype(x: torch.Tensor) -> torch.dtype:
     dev = x.device.type
     if torch.is_autocast_enabled(dev):
@@ -401,11 +409,7 @@ class FP8Linear(nn.Linear):
         return new
 
     def _select_gemm(self) -> None:
-        device = self.weight.device
-        if device.type == "meta" or (device.type != "cuda" and self.backend == "scaled_mm"):
-            self.gemm: Gemm = ReferenceGemm()  # placeholder until the weights land on a CUDA device
-        else:
-            self.gemm = select_gemm(device, self.backend)
+        self.gemm: Gemm = gemm_for_weights(self.weight.device, self.backend)
 
     def _apply(self, fn, recurse=True):  # called by .to()/.cuda()/.half(): re-pick the path for the new device
         out = super()._apply(fn, recurse)

@@ -27,10 +27,10 @@ from r1lab.fp8 import (
     BLOCK,
     Gemm,
     QTensor,
-    ReferenceGemm,
+    ReferenceGemm,  # noqa: F401 - used by the doctest of fp8_grouped_linear
     _crop,
     _output_dtype,
-    select_gemm,
+    gemm_for_weights,
 )
 from r1lab.model.moe import Experts
 
@@ -133,11 +133,7 @@ class FP8Experts(Experts):
         return new
 
     def _select_gemm(self) -> None:
-        device = self.gate_up_proj.device
-        if device.type == "meta" or (device.type != "cuda" and self.backend == "scaled_mm"):
-            self.gemm: Gemm = ReferenceGemm()  # placeholder until the weights land on a CUDA device
-        else:
-            self.gemm = select_gemm(device, self.backend)
+        self.gemm: Gemm = gemm_for_weights(self.gate_up_proj.device, self.backend)
 
     def _apply(self, fn, recurse=True):
         out = super()._apply(fn, recurse)
