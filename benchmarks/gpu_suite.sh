@@ -7,6 +7,9 @@
 #                                                #        generate_qwen fp8 fp8_curve grpo grpo_qwen balance pretrain
 #                                                #        profile mismatch generate_dense mtp_spec (after pretrain: MTP
 #                                                #        speculative decoding on the gpu-small model it trained)
+#                                                #        speedrun (`r1lab speedrun --preset gpu --stop-after 5.5`:
+#                                                #        ~20 min in all, so run the part in 2-3 calls back to back;
+#                                                #        each continues the run; not in "all")
 #                                                #        (default: all)
 #   LOG_DIR=/some/dir bash benchmarks/gpu_suite.sh train generate
 #
@@ -57,6 +60,9 @@ $PY benchmarks/logprob_mismatch.py --device cuda --compile" ;;
             --micro-batch 32 --seq-len 512 --exact-match 0 --out-dir "$LOG_DIR/pretrain" ;;
         mtp_spec) run mtp_spec "${LIMIT_mtp_spec:-200}" $PY benchmarks/mtp_speculative.py \
             --model "${MTP_MODEL:-$LOG_DIR/pretrain/model}" --compile --n-prompts 4 --max-tokens 128 ;;
+        speedrun) run speedrun "${LIMIT_speedrun:-585}" bash -c "$PY -m r1lab speedrun --preset gpu \
+--out ${SPEEDRUN_DIR:-runs/gpu_speedrun} --stop-after ${SPEEDRUN_STOP_AFTER:-5.5}; rc=\$?; cp -r ${SPEEDRUN_DIR:-runs/gpu_speedrun}/report $LOG_DIR/ 2>/dev/null; \
+du -sh ${SPEEDRUN_DIR:-runs/gpu_speedrun}; exit \$rc" ;;
         *) echo "unknown part $1" | tee -a "$LOG" ;;
     esac
 }

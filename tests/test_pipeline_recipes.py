@@ -114,6 +114,26 @@ def test_rundir_skips_done_resumes_failed_and_refuses_other_recipes(tmp_path):
         run_recipe(changed, "tiny", run_dir, fake_runners(log), log=lambda s: None)
 
 
+def test_stop_after_starts_no_new_stage_and_a_rerun_continues(tmp_path, monkeypatch):
+    """``--stop-after``: for machines lent in time slices; the stage that is running finishes, no other starts."""
+    import itertools
+
+    import r1lab.pipeline.rundir as rundir
+
+    clock = itertools.count(0, 60)  # every time.time() call advances one minute (WallClock's thread's too)
+    monkeypatch.setattr(rundir.time, "time", lambda: float(next(clock)))
+    recipe = resolve(recipes.get_recipe("r1-zero"), "tiny")
+    log: list[str] = []
+    lines: list[str] = []
+    done = run_recipe(recipe, "tiny", tmp_path / "run", fake_runners(log), log=lines.append, stop_after_s=150.0)
+    assert 1 <= len(log) < 5 and list(done) == log
+    assert any("stopping before" in x and "run the same command again" in x for x in lines)
+    monkeypatch.undo()
+    rest: list[str] = []
+    done = run_recipe(recipe, "tiny", tmp_path / "run", fake_runners(rest), log=lambda s: None)
+    assert log + rest == ["tokenizer", "pretrain", "eval-base", "r1-zero", "eval-r1-zero"] and len(done) == 5
+
+
 def test_results_json_has_exactly_the_schema(tmp_path):
     recipe = resolve(recipes.get_recipe("r1-zero"), "tiny")
     run_dir = tmp_path / "run"

@@ -73,6 +73,62 @@ def test_resume_matches_uninterrupted(env, tmp_path):
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-7)
 
 
+def test_step_budget_fits_and_stops():
+    from r1lab.train.budget import StepBudget
+
+    b = StepBudget(minutes=1.0, skip=2, window=3)
+    for t in (5.0, 5.0, 0.5, 0.7, 0.6):  # two warm-up steps (compilation) are not timed
+        assert b.fitted(step=b.seen, elapsed_s=12.0, max_steps=10_000) is None
+        b.record(t)
+    assert b.times == [0.5, 0.7, 0.6]
+    assert b.fitted(step=5, elapsed_s=12.0, max_steps=10_000) == 5 + int((57.0 - 12.0) // 0.6)
+    assert b.fitted(step=6, elapsed_s=13.0, max_steps=10_000) is None  # fitted once
+    assert not b.over(65.0) and b.over(67.0)
+    assert StepBudget(minutes=0).fitted(100, 1e9, 10) is None and not StepBudget(minutes=0).over(1e9)
+
+
+def test_max_minutes_fits_the_schedule_and_survives_resume(env, tmp_path):
+    """A wall-clock budget: the step count is fitted after the timing window, so the cosine schedule still reaches
+    its floor at the (earlier) last step; a run stopped after the fit and resumed ends at the same fitted count."""
+    from r1lab.train.loop import load_training_state
+
+    kw = dict(steps=100_000, max_minutes=0.08, warmup_steps=2, ckpt_every=30)  # 4.8 s
+    art = _run(tiny_config(env, tmp_path / "full", **kw))
+    assert 26 <= art["steps"] < 100_000
+    rows = [json.loads(x) for x in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["step"] == art["steps"] and (tmp_path / "full" / "model" / "config.json").is_file()
+    assert rows[-1]["lr"] == pytest.approx(3e-3 * 0.1, rel=1e-6)  # the schedule ended: fitted, not cut
+    assert rows[-1]["gamma"] == 0.0  # γ's zero tail follows the fitted count too
+    assert rows[-1]["time"] - rows[0]["time"] < 0.08 * 60 * 1.15
+
+    part = _run(tiny_config(env, tmp_path / "part", stop_after=35, **kw))
+    assert part["steps"] == 35 and "model_dir" not in part
+    fitted = load_training_state(tmp_path / "part" / "checkpoints" / "step-000030" / "training_state.pt")["n_steps"]
+    assert 30 < fitted < 100_000
+    rest = _run(tiny_config(env, tmp_path / "part", resume=True, **kw))
+    assert rest["steps"] == fitted
+
+
+def test_failed_compile_falls_back_to_eager(env, tmp_path, monkeypatch, capsys):
+    """A backend that cannot compile the model (seen on new GPUs/toolchains) must not end a long run: the first step
+    is redone eagerly, with the same numbers as a run that never tried (golden losses)."""
+
+    class Broken(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, *a, **k):
+            self.inner(*a, **k)  # counts routed tokens like a real first step would, then fails
+            raise RuntimeError("backend compiler failed (test)")
+
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: Broken(model))
+    art = _run(tiny_config(env, tmp_path / "run", steps=20, compile=True))
+    assert "torch.compile failed (RuntimeError: backend compiler failed (test))" in capsys.readouterr().out
+    golden = json.loads(GOLDEN.read_text())
+    torch.testing.assert_close(torch.tensor(art["losses"]), torch.tensor(golden["losses"]), rtol=1e-4, atol=0)
+
+
 @pytest.mark.slow
 @needs_cxx
 def test_compiled_pretraining_matches_golden_losses(env, tmp_path):

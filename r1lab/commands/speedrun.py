@@ -28,6 +28,9 @@ def add_arguments(p) -> None:
                    help="change one stage's config on top of the preset (repeatable; VALUE is JSON): "
                    "--set r1-zero.steps=60, --set kind:grpo.lr=2e-3 (every GRPO stage), "
                    "--set tokenizer.template_share=0.5; see --list for the stages and their fields")
+    p.add_argument("--stop-after", type=float, default=0.0, metavar="MINUTES",
+                   help="start no new stage after this many minutes (0 = run to the end); the same command again "
+                   "continues, e.g. on a GPU lent in 10-minute slices")
     p.add_argument("--list", action="store_true", help="print the recipe's resolved stages and exit")
 
 
@@ -45,7 +48,7 @@ def main(args) -> int:
             for s in prepare(args.recipe, preset, overrides).stages:
                 print(f"{s.name:<22} {s.kind:<13} inputs={dict(s.inputs)} config={json.dumps(dict(s.config))}")
             return 0
-        run(args.out, preset, args.recipe, args.only, args.threads, overrides)
+        run(args.out, preset, args.recipe, args.only, args.threads, overrides, args.stop_after)
     except (RecipeError, RunDirMismatch) as err:
         print(f"error: {err}")
         return 2

@@ -114,6 +114,11 @@ class DeepSeekV3ForCausalLM(nn.Module):
                 module.gate.e_score_correction_bias.zero_()
                 module.tokens_per_expert.zero_()
 
+    def reset_expert_counts(self) -> None:
+        """Forget the tokens counted per expert since the last bias update (a training step that is redone)."""
+        for module in self.moe_layers():
+            module.tokens_per_expert.zero_()
+
     @classmethod
     def from_pretrained(cls, directory, dtype: torch.dtype | None = None, device="cpu", **kw):
         from .checkpoint import load_pretrained

@@ -62,23 +62,33 @@ _CPU: dict[str, dict[str, Any]] = {
     "r1": {"families": EN_ZH, "steps": 12},
 }
 
+# The gpu preset is sized by wall clock, not steps: ≈ 20 minutes on one H100 (estimate from the fifth session's
+# benchmarks; not yet run end to end). Pretraining stages fit their step count to ``max_minutes`` after timing
+# their first steps (``r1lab.train.budget``; "steps" is only the ceiling), so the LR schedule still decays fully on
+# a slower or faster card; GRPO stages stop at ``max_minutes`` (constant LR after warm-up). Sampling and eval stages
+# are bounded by their counts. Budget: pretrain 5 min, student-base 2, GRPO 2.5 + 1 + 1 + 1.5, the rest ≈ 6-7
+# (SFT, sampling, evals, compilation). A gpu-small checkpoint with its optimizer state is ~8.5 GB, hence
+# checkpoints every 1,000 steps only.
 _GPU: dict[str, dict[str, Any]] = {
     "kind:tokenizer": {"n_per_family": 4000, "levels": [1, 2, 3], "vocab_size": 4096, "template_share": 0.1},
     # vocab_size: the tokenizer's 4,096 instead of the preset's 32,768 (the head would otherwise be ~8× wider than
     # the vocabulary the data can use)
-    "kind:pretrain": {"preset": "gpu-small", "steps": 3000, "ckpt_every": 500, "eval_every": 500, "micro_batch": 32,
-                      "seq_len": 512, "exact_match": 0, "model_overrides": {"vocab_size": 4096}},
-    "kind:grpo": {"steps": 100, "prompts_per_step": 32, "group_size": 8, "max_new_tokens": 256, "eval_every": 20,
-                  "save_every": 20, "families": ALL},
+    "kind:pretrain": {"preset": "gpu-small", "steps": 20000, "max_minutes": 5.0, "warmup_steps": 100, "compile": True,
+                      "ckpt_every": 1000, "eval_every": 250, "micro_batch": 32, "seq_len": 512, "exact_match": 0,
+                      "model_overrides": {"vocab_size": 4096}},
+    "kind:grpo": {"steps": 500, "max_minutes": 1.0, "prompts_per_step": 32, "group_size": 8, "max_new_tokens": 256,
+                  "eval_every": 0, "save_every": 10, "families": ALL},
+    "r1-zero": {"max_minutes": 2.5},
+    "rl-only-student": {"max_minutes": 1.5},
     "kind:sft": {"epochs": 2, "micro_batch": 32, "seq_len": 512, "save_every": 200},
-    "kind:eval": {"n_per_family": 50, "k": 8, "max_tokens": 256},
-    "kind:cold_start": {"n_per_family": 100, "k": 8, "max_tokens": 256, "max_response_tokens": 240,
+    "kind:eval": {"n_per_family": 50, "k": 4, "max_tokens": 256},
+    "kind:cold_start": {"n_per_family": 100, "k": 4, "max_tokens": 256, "max_response_tokens": 240,
                         "n_worked_per_family": 300},
-    "kind:reject": {"n_per_family": 200, "k": 8, "max_tokens": 256, "max_response_tokens": 240, "min_rows": 1000,
+    "kind:reject": {"n_per_family": 120, "k": 4, "max_tokens": 256, "max_response_tokens": 240, "min_rows": 800,
                     "n_non_reasoning": 300},
-    "kind:reward_model": {"steps": 300, "n_pairs": 2048, "batch_size": 32, "max_len": 384},
-    "student-base": {"steps": 1000, "model_overrides": {"n_routed_experts": 0, "num_nextn_predict_layers": 0,
-                                                        "vocab_size": 4096}},
+    "kind:reward_model": {"steps": 200, "n_pairs": 2048, "batch_size": 32, "max_len": 384},
+    "student-base": {"max_minutes": 2.0, "model_overrides": {"n_routed_experts": 0, "num_nextn_predict_layers": 0,
+                                                             "vocab_size": 4096}},
     "r1-reasoning-rl": {"families": EN_ZH},
     "r1": {"families": EN_ZH},
     "kind:hf_model": {"hidden_size": 384, "num_hidden_layers": 6, "num_attention_heads": 6, "num_key_value_heads": 2,

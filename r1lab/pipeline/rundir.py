@@ -146,8 +146,10 @@ Runner = Callable[[StageContext], dict[str, Any]]
 
 
 def run_recipe(recipe: Recipe, preset: str, run_dir: str | Path, runners: dict[str, Runner],
-               log: Callable[[str], None] = print, only: list[str] | None = None) -> dict[str, dict[str, Any]]:
-    """Run (or resume) every stage in order; returns stage name → DONE record."""
+               log: Callable[[str], None] = print, only: list[str] | None = None,
+               stop_after_s: float = 0.0) -> dict[str, dict[str, Any]]:
+    """Run (or resume) every stage in order; returns stage name → DONE record. ``stop_after_s`` > 0: start no new
+    stage once this invocation has run that long (the records so far are returned; rerunning continues)."""
     run_dir = Path(run_dir)
     claim_run_dir(run_dir, recipe, preset)
     t_run = time.time()
@@ -162,6 +164,10 @@ def run_recipe(recipe: Recipe, preset: str, run_dir: str | Path, runners: dict[s
             continue
         if only is not None and spec.name not in only:
             continue
+        if stop_after_s > 0 and time.time() - t_run >= stop_after_s:
+            log(f"[{i}/{n}] stopping before {spec.name}: {time.time() - t_run:.0f}s ≥ --stop-after "
+                f"{stop_after_s / 60:g} min; run the same command again to continue")
+            break
         missing = [src for src in spec.inputs.values() if src not in done]
         if missing:
             raise RuntimeError(f"stage {spec.name!r} needs {missing}, which did not finish")

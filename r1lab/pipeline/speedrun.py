@@ -17,9 +17,11 @@ from r1lab.pipeline.rundir import run_recipe
 
 
 def run(out: str | Path, preset: str = "cpu", recipe: str = "speedrun", only: list[str] | None = None,
-        threads: int = 0, overrides: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+        threads: int = 0, overrides: dict[str, dict[str, Any]] | None = None,
+        stop_after_min: float = 0.0) -> dict[str, dict[str, Any]]:
     """Validate the recipe (errors before anything runs), then run or resume it in ``out``; ``overrides`` are
-    stage config changes on top of the preset (``recipes.parse_set``), recorded in run.json like the rest."""
+    stage config changes on top of the preset (``recipes.parse_set``), recorded in run.json like the rest;
+    ``stop_after_min`` > 0: start no new stage after that many minutes (for machines lent in time slices)."""
     import torch
 
     from r1lab.pipeline.stages import runners
@@ -29,7 +31,7 @@ def run(out: str | Path, preset: str = "cpu", recipe: str = "speedrun", only: li
         torch.set_num_threads(threads)
     t0 = time.time()
     print(f"r1lab {recipe}: preset {preset}, {len(resolved.stages)} stages → {out}", flush=True)
-    done = run_recipe(resolved, preset, out, runners(), only=only)
+    done = run_recipe(resolved, preset, out, runners(), only=only, stop_after_s=60.0 * stop_after_min)
     print(f"r1lab {recipe}: finished in {time.time() - t0:.0f}s (this invocation)", flush=True)
     print(summary_table(done), flush=True)
     return done

@@ -108,6 +108,15 @@ def make_schedule(optimizer: torch.optim.Optimizer, cfg: Any, total_steps: int) 
         optimizer, lambda s: lr_multiplier(s, total_steps, schedule, warmup, min_ratio, decay_frac))
 
 
+def refit_schedule(scheduler: torch.optim.lr_scheduler.LambdaLR, cfg: Any, total_steps: int) -> None:
+    """Points a ``make_schedule`` scheduler at a new total step count (a wall-clock budget fitted it), and sets the
+    learning rate of the coming step from it; the step counter is kept."""
+    fresh = make_schedule(scheduler.optimizer, cfg, total_steps)
+    scheduler.lr_lambdas = fresh.lr_lambdas
+    for group, base, fn in zip(scheduler.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+        group["lr"] = base * fn(scheduler.last_epoch)
+
+
 def gamma_at(step: int, total_steps: int, gamma: float, zero_frac: float) -> float:
     """Bias update speed at optimizer step ``step``: ``gamma``, then 0 for the last ``zero_frac`` of the steps
     (V3 §4.2: γ = 0.001 for the first 14.3T tokens, 0 for the remaining 500B).

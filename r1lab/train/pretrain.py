@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import statistics
 import sys
 import time
 from contextlib import nullcontext
@@ -51,7 +52,8 @@ from r1lab.train.loop import (
     write_dir_atomic,
 )
 from r1lab.train.metrics import MetricsLogger, mfu, peak_flops
-from r1lab.train.optim import clip_grad_norm, gamma_at, make_optimizer, make_schedule
+from r1lab.train.budget import StepBudget
+from r1lab.train.optim import clip_grad_norm, gamma_at, make_optimizer, make_schedule, refit_schedule
 
 
 @dataclass
@@ -89,9 +91,14 @@ class PretrainConfig:
     grad_accum: int = 1
     """Micro-batches per optimizer step (global batch = micro_batch × grad_accum × world size rows)."""
     steps: int = 800
-    """Optimizer steps (ignored when ``tokens`` > 0)."""
+    """Optimizer steps (ignored when ``tokens`` > 0); with ``max_minutes`` the most it may take."""
     tokens: int = 0
     """Train for this many tokens instead (steps = ceil(tokens / (global batch rows × seq_len)))."""
+    max_minutes: float = 0.0
+    """Wall-clock budget of the training loop in minutes (0: none). After timing steps 6-25 of the run the step count
+    is fitted to the budget (at most ``steps``/``tokens``) and the LR and γ schedules follow it; a run later than 1.1 ×
+    the budget stops and saves. The step count then depends on the machine: presets for "any GPU" use it
+    (``r1lab.train.budget``). A resumed run keeps the count fitted before it was stopped."""
     lr: float = 1e-3
     """Peak learning rate (cpu-demo: 3e-3 never learns to copy numbers from the prompt; 1e-3 does)."""
     warmup_steps: int = 30
@@ -277,7 +284,11 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         scheduler.load_state_dict(ts["scheduler"])
         set_rng_state(ts["rng"])
         step = int(ts["step"])
+        if cfg.max_minutes > 0 and ts.get("n_steps"):
+            n_steps = int(ts["n_steps"])
+            refit_schedule(scheduler, cfg, n_steps)
         log(f"resumed from {ckpt} at step {step}")
+    eager_model = model
     if cfg.compile:
         model = torch.compile(model)
     amp = autocast_for(cfg.dtype, device)
@@ -301,28 +312,46 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     t_train = time.time()
     first_step = step
     stopped = False
+    budget = StepBudget(cfg.max_minutes if not (ckpt is not None and ts.get("n_steps")) else 0.0)
+    over_budget = StepBudget(cfg.max_minutes)  # the hard stop applies to resumed runs too
 
     raw.train()
     while step < n_steps:
         t0 = time.time()
         global_rows = order.rows(step * rows_per_step, rows_per_step)
-        n_main, n_mtp, n_seq = _step_counts(data.train, global_rows, rows_per_step, 2)
-        sums = torch.zeros(3, dtype=torch.float64)
-        for m in range(cfg.grad_accum):
-            rows = D.shard_rows(global_rows[m * rows_per_micro: (m + 1) * rows_per_micro], info)
-            batch = take_rows(data.train, rows, device)
-            l_main, l_mtp, _ = _step_counts(data.train, rows, len(rows), 2)
-            w_main = loss_weight(l_main, n_main, info.world_size)
-            w_mtp = loss_weight(l_mtp, n_mtp, info.world_size)
-            w_seq = loss_weight(len(rows), n_seq, info.world_size)
-            with D.no_sync_context(model, m == cfg.grad_accum - 1), amp:
-                o = model(**batch)
-                total = w_main * o.loss
-                mtp = o.mtp_loss if o.mtp_loss is not None else o.loss.new_zeros(())
-                total = total + mtp_w * w_mtp * mtp + bal_a * w_seq * o.balance_loss
-            total.backward()
-            sums += torch.tensor([w_main * o.loss.item(), w_mtp * mtp.item(), w_seq * o.balance_loss.item()],
-                                 dtype=torch.float64)
+
+        def forward_backward(model) -> torch.Tensor:
+            """Gradients of one optimizer step (all micro-batches); returns the weighted (main, MTP, balance) sums."""
+            n_main, n_mtp, n_seq = _step_counts(data.train, global_rows, rows_per_step, 2)
+            sums = torch.zeros(3, dtype=torch.float64)
+            for m in range(cfg.grad_accum):
+                rows = D.shard_rows(global_rows[m * rows_per_micro: (m + 1) * rows_per_micro], info)
+                batch = take_rows(data.train, rows, device)
+                l_main, l_mtp, _ = _step_counts(data.train, rows, len(rows), 2)
+                w_main = loss_weight(l_main, n_main, info.world_size)
+                w_mtp = loss_weight(l_mtp, n_mtp, info.world_size)
+                w_seq = loss_weight(len(rows), n_seq, info.world_size)
+                with D.no_sync_context(model, m == cfg.grad_accum - 1), amp:
+                    o = model(**batch)
+                    total = w_main * o.loss
+                    mtp = o.mtp_loss if o.mtp_loss is not None else o.loss.new_zeros(())
+                    total = total + mtp_w * w_mtp * mtp + bal_a * w_seq * o.balance_loss
+                total.backward()
+                sums += torch.tensor([w_main * o.loss.item(), w_mtp * mtp.item(), w_seq * o.balance_loss.item()],
+                                     dtype=torch.float64)
+            return sums
+
+        if model is not eager_model and step == first_step:  # the first compiled step compiles: any failure → eager
+            try:
+                sums = forward_backward(model)
+            except Exception as err:  # noqa: BLE001 - a backend problem must not end a long run
+                log(f"warning: torch.compile failed ({type(err).__name__}: {str(err)[:300]}); training eagerly")
+                model = eager_model
+                optimizer.zero_grad(set_to_none=True)
+                raw.reset_expert_counts()
+                sums = forward_backward(model)
+        else:
+            sums = forward_backward(model)
         grad_norm = clip_grad_norm(model, cfg.grad_clip)
         optimizer.step()
         lr = scheduler.get_last_lr()[0]
@@ -338,6 +367,15 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         dt = time.time() - t0
         tok_s = rows_per_step * cfg.seq_len / dt
         elapsed = time.time() - t_train
+        budget.record(dt)
+        fitted = budget.fitted(step, elapsed, total_steps(cfg, info.world_size))
+        if fitted is not None:
+            n_steps = _agree(fitted, info)
+            refit_schedule(scheduler, cfg, n_steps)
+            log(f"max_minutes={cfg.max_minutes:g}: {n_steps} steps fit the budget "
+                f"(median step {statistics.median(budget.times):.3f}s)")
+            if bar is not None:
+                bar.total = n_steps
         eta = elapsed / (step - first_step) * (n_steps - step)
         row = {"step": step, "loss": loss, "mtp": mtp_loss, "bal": bal, "load": load["load_max_over_mean"],
                "load_worst": load["load_max_over_mean_worst"], "grad_norm": grad_norm, "lr": lr, "gamma": gamma,
@@ -353,9 +391,13 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.3f}")
         if cfg.ckpt_every and step % cfg.ckpt_every == 0 and step < n_steps:
-            _checkpoint(cfg, model, raw, optimizer, scheduler, step, ckpt_root, train_config, info)
+            _checkpoint(cfg, model, raw, optimizer, scheduler, step, n_steps, ckpt_root, train_config, info)
         if cfg.stop_after and step - first_step >= cfg.stop_after and step < n_steps:
             stopped = True
+            break
+        if (cfg.max_minutes > 0 and step < n_steps
+                and _agree(int(over_budget.over(time.time() - t_train)), info, op="max")):
+            log(f"max_minutes={cfg.max_minutes:g}: past 1.1 × the budget at step {step} of {n_steps}; stopping here")
             break
     if bar is not None:
         bar.close()
@@ -366,7 +408,7 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         if data.heldout is not None:
             heldout = heldout_loss(model, raw, data.heldout, cfg.micro_batch, cfg.eval_batches, device, amp)
             log(f"held-out loss {heldout:.4f}")
-        _checkpoint(cfg, model, raw, optimizer, scheduler, step, ckpt_root, train_config, info)
+        _checkpoint(cfg, model, raw, optimizer, scheduler, step, n_steps, ckpt_root, train_config, info)
         model_dir = _save_final(raw, model, tokenizer, out, info)
         artifacts["model_dir"] = str(model_dir)
         if cfg.exact_match > 0 and info.is_main:
@@ -399,6 +441,15 @@ def _barrier(info: D.DistInfo) -> None:
         torch.distributed.barrier()
 
 
+def _agree(value: int, info: D.DistInfo, op: str = "min") -> int:
+    """The same integer on every rank (the min, or the max, over ranks) so that all stop at one step."""
+    if not info.enabled:
+        return value
+    t = torch.tensor([value], dtype=torch.int64, device="cuda" if torch.distributed.get_backend() == "nccl" else "cpu")
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MIN if op == "min" else torch.distributed.ReduceOp.MAX)
+    return int(t.item())
+
+
 def _progress(cfg: PretrainConfig, info: D.DistInfo, step: int, n_steps: int):
     if not (cfg.progress and info.is_main):
         return None
@@ -421,12 +472,12 @@ def _savable(raw, model):
     return view
 
 
-def _checkpoint(cfg, model, raw, optimizer, scheduler, step, ckpt_root, train_config, info) -> None:
+def _checkpoint(cfg, model, raw, optimizer, scheduler, step, n_steps, ckpt_root, train_config, info) -> None:
     from r1lab.model.checkpoint import save_pretrained
 
     savable = _savable(raw, model)
     state = {"optimizer": D.optimizer_state(model, optimizer), "scheduler": scheduler.state_dict(), "step": step,
-             "data_position": step, "rng": rng_state(), "world_size": info.world_size}
+             "data_position": step, "rng": rng_state(), "world_size": info.world_size, "n_steps": n_steps}
     if info.is_main:
         save_checkpoint(ckpt_root, step, lambda d: save_pretrained(savable, d), state, train_config,
                         keep_last=cfg.keep_last)
