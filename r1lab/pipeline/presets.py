@@ -76,8 +76,9 @@ _GPU: dict[str, dict[str, Any]] = {
     "kind:pretrain": {"preset": "gpu-small", "steps": 20000, "max_minutes": 5.0, "warmup_steps": 100, "compile": True,
                       "ckpt_every": 1000, "eval_every": 250, "micro_batch": 32, "seq_len": 512, "exact_match": 0,
                       "model_overrides": {"vocab_size": 4096}},
+    # lr: a tenth of the pretraining peak (GRPO's default 1e-3 suits the 2M-parameter cpu-demo, not gpu-small)
     "kind:grpo": {"steps": 500, "max_minutes": 1.0, "prompts_per_step": 32, "group_size": 8, "max_new_tokens": 256,
-                  "eval_every": 0, "save_every": 10, "families": ALL},
+                  "lr": 1e-4, "eval_every": 0, "save_every": 10, "families": ALL},
     "r1-zero": {"max_minutes": 2.5},
     "rl-only-student": {"max_minutes": 1.5},
     "kind:sft": {"epochs": 2, "micro_batch": 32, "seq_len": 512, "save_every": 200},
