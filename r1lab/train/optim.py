@@ -115,6 +115,7 @@ def refit_schedule(scheduler: torch.optim.lr_scheduler.LambdaLR, cfg: Any, total
     scheduler.lr_lambdas = fresh.lr_lambdas
     for group, base, fn in zip(scheduler.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
         group["lr"] = base * fn(scheduler.last_epoch)
+    scheduler._last_lr = [group["lr"] for group in scheduler.optimizer.param_groups]  # what get_last_lr() reports
 
 
 def gamma_at(step: int, total_steps: int, gamma: float, zero_frac: float) -> float:

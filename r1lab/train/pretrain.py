@@ -95,10 +95,11 @@ class PretrainConfig:
     tokens: int = 0
     """Train for this many tokens instead (steps = ceil(tokens / (global batch rows × seq_len)))."""
     max_minutes: float = 0.0
-    """Wall-clock budget of the training loop in minutes (0: none). After timing steps 6-25 of the run the step count
-    is fitted to the budget (at most ``steps``/``tokens``) and the LR and γ schedules follow it; a run later than 1.1 ×
-    the budget stops and saves. The step count then depends on the machine: presets for "any GPU" use it
-    (``r1lab.train.budget``). A resumed run keeps the count fitted before it was stopped."""
+    """Wall-clock budget of the training loop in minutes (0: none). After timing steps 6-25 (end to end, so logging,
+    evals and saving count) the step count is fitted to the budget (at most ``steps``/``tokens``) and the LR and γ
+    schedules follow it; a run later than 1.1 × the budget stops and saves. The step count then depends on the
+    machine: presets for "any GPU" use it (``r1lab.train.budget``). A resumed run keeps the count fitted before it
+    was stopped."""
     lr: float = 1e-3
     """Peak learning rate (cpu-demo: 3e-3 never learns to copy numbers from the prompt; 1e-3 does)."""
     warmup_steps: int = 30
@@ -159,6 +160,9 @@ class PretrainConfig:
     """After training, greedy exact-match on this many val problems per family (0 disables)."""
     progress: bool = True
     """Show a tqdm progress bar (log lines still go to stdout and metrics.jsonl)."""
+
+
+_clock = time.time  # the training loop's clock (step times, budgets); tests replace it
 
 
 # Fields that may change between a run and its --resume without changing the trajectory.
@@ -309,7 +313,7 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     bar = _progress(cfg, info, step, n_steps)
     losses: list[float] = []
     heldout = float("nan")
-    t_train = time.time()
+    t_train = t_prev = _clock()
     first_step = step
     stopped = False
     budget = StepBudget(cfg.max_minutes if not (ckpt is not None and ts.get("n_steps")) else 0.0)
@@ -317,7 +321,6 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
 
     raw.train()
     while step < n_steps:
-        t0 = time.time()
         global_rows = order.rows(step * rows_per_step, rows_per_step)
 
         def forward_backward(model) -> torch.Tensor:
@@ -364,9 +367,10 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         loss, mtp_loss, bal = (sums / info.world_size).tolist()
         step += 1
         losses.append(loss)
-        dt = time.time() - t0
+        now = _clock()
+        dt, t_prev = now - t_prev, now  # end to end: the step and the previous step's logging, evals and saving
         tok_s = rows_per_step * cfg.seq_len / dt
-        elapsed = time.time() - t_train
+        elapsed = now - t_train
         budget.record(dt)
         fitted = budget.fitted(step, elapsed, total_steps(cfg, info.world_size))
         if fitted is not None:
@@ -396,7 +400,7 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
             stopped = True
             break
         if (cfg.max_minutes > 0 and step < n_steps
-                and _agree(int(over_budget.over(time.time() - t_train)), info, op="max")):
+                and _agree(int(over_budget.over(_clock() - t_train)), info, op="max")):
             log(f"max_minutes={cfg.max_minutes:g}: past 1.1 × the budget at step {step} of {n_steps}; stopping here")
             break
     if bar is not None:
