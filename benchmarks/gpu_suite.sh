@@ -38,7 +38,7 @@ part() {
     case $1 in
         env) run env 60 bash -c "nvidia-smi; $PY -c 'import torch, transformers; print(torch.__version__, \
 transformers.__version__, torch.cuda.get_device_name(0))'" ;;
-        tests) run tests "${LIMIT_tests:-180}" $PY -m pytest -m gpu -q -p no:cacheprovider tests ;;
+        tests) run tests "${LIMIT_tests:-300}" $PY -m pytest -m gpu -q -p no:cacheprovider tests ;;
         train) run train "${LIMIT_train:-150}" $PY benchmarks/train_step.py ;;
         train_compile) run train_compile "${LIMIT_train_compile:-240}" $PY benchmarks/train_step.py --compile ;;
         generate) run generate "${LIMIT_generate:-200}" $PY benchmarks/generate.py ;;

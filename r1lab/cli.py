@@ -53,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     if extra and not getattr(args._module, "ACCEPTS_OVERRIDES", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.overrides = extra
+    from r1lab.allocator import keep_freed_memory
+
+    keep_freed_memory()  # ~3-10 % faster CPU training steps (r1lab/allocator.py)
     try:
         return int(args._module.main(args) or 0)
     except (ValueError, OSError, RuntimeError) as err:

@@ -49,11 +49,21 @@ def init_distributed(device_type: str = "cpu") -> DistInfo:
         return DistInfo()
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if not dist.is_initialized():
-        backend = "nccl" if device_type == "cuda" else "gloo"
         if device_type == "cuda":
             torch.cuda.set_device(local)
-        dist.init_process_group(backend=backend)
+        dist.init_process_group(backend=backend_for(device_type))
     return DistInfo(rank=rank, world_size=world, local_rank=local)
+
+
+def backend_for(device_type: str) -> str:
+    """Process-group backend: gloo on CPU; on CUDA NCCL for CUDA tensors *and* gloo for CPU tensors, because the
+    loops all-reduce small CPU tensors (loss sums, token counts, stop decisions) beside the CUDA gradients — with
+    NCCL alone those calls fail ("no backend for device type cpu").
+
+    >>> backend_for("cuda"), backend_for("cpu")
+    ('cpu:gloo,cuda:nccl', 'gloo')
+    """
+    return "cpu:gloo,cuda:nccl" if device_type == "cuda" else "gloo"
 
 
 def destroy_distributed(sync: bool = False) -> None:

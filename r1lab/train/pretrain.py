@@ -449,7 +449,7 @@ def _agree(value: int, info: D.DistInfo, op: str = "min") -> int:
     """The same integer on every rank (the min, or the max, over ranks) so that all stop at one step."""
     if not info.enabled:
         return value
-    t = torch.tensor([value], dtype=torch.int64, device="cuda" if torch.distributed.get_backend() == "nccl" else "cpu")
+    t = torch.tensor([value], dtype=torch.int64)  # CPU tensors go through gloo (distributed.backend_for)
     torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MIN if op == "min" else torch.distributed.ReduceOp.MAX)
     return int(t.item())
 
