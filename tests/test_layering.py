@@ -7,7 +7,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent / "r1lab"
-RANK = {"model": 0, "fp8": 0, "fp8_kernels": 0, "fp8_moe": 0, "config_cli": 0, "rewards": 1, "data": 2, "tasks": 2, "engine": 3,
+RANK = {"model": 0, "fp8": 0, "fp8_kernels": 0, "fp8_moe": 0, "config_cli": 0, "allocator": 0, "rewards": 1, "data": 2, "tasks": 2, "engine": 3,
         "train": 4, "rl": 5, "pipeline": 6, "commands": 7, "cli": 7, "__main__": 7, "__init__": 0}
 
 
