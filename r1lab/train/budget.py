@@ -40,7 +40,8 @@ class StepBudget:
     """Fits a loop's step count to ``minutes`` of wall clock (0 = no budget: ``fitted`` returns None forever).
 
     Steps ``skip`` .. ``skip + window`` of this invocation are timed (the first ones include compilation and
-    warm-up); after the window the count is fitted once from their median. ``over(elapsed)`` is the hard stop.
+    warm-up); after the window the count is fitted once from their median (kept in ``step_s``). ``done=True`` skips
+    the fit (a resumed run keeps its count); ``over(elapsed)`` is the hard stop either way.
     """
 
     minutes: float
@@ -50,6 +51,7 @@ class StepBudget:
     times: list[float] = field(default_factory=list)
     seen: int = 0
     done: bool = False
+    step_s: float = 0.0
 
     @property
     def budget_s(self) -> float:
@@ -66,7 +68,8 @@ class StepBudget:
         if self.minutes <= 0 or self.done or len(self.times) < self.window:
             return None
         self.done = True
-        return fit_steps(step, elapsed_s, statistics.median(self.times), self.budget_s, max_steps)
+        self.step_s = statistics.median(self.times)
+        return fit_steps(step, elapsed_s, self.step_s, self.budget_s, max_steps)
 
     def over(self, elapsed_s: float) -> bool:
         """True when the loop has run past ``overrun`` × the budget and should stop now."""

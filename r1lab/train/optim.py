@@ -18,6 +18,7 @@ their docstrings), so the SFT and RL trainers reuse them.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -99,20 +100,23 @@ def make_schedule(optimizer: torch.optim.Optimizer, cfg: Any, total_steps: int) 
     Reads from ``cfg``: ``schedule`` ("cosine" | "wsd" | "constant"), ``warmup_steps``, ``min_lr_ratio`` and, for
     WSD, ``decay_frac`` (defaults: cosine, 0, 0.1, 0.2). Its ``state_dict`` holds the step, so resuming is exact.
     """
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, _multiplier_fn(cfg, total_steps))
+
+
+def _multiplier_fn(cfg: Any, total_steps: int) -> Callable[[int], float]:
+    """``step -> lr_multiplier(step, total_steps, …)`` with ``cfg``'s schedule fields, validated now (not at step 0)."""
     schedule = getattr(cfg, "schedule", "cosine")
     warmup = int(getattr(cfg, "warmup_steps", 0))
     min_ratio = float(getattr(cfg, "min_lr_ratio", 0.1))
     decay_frac = float(getattr(cfg, "decay_frac", 0.2))
-    lr_multiplier(0, total_steps, schedule, warmup, min_ratio, decay_frac)  # validate now, not at step 0
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_multiplier(s, total_steps, schedule, warmup, min_ratio, decay_frac))
+    lr_multiplier(0, total_steps, schedule, warmup, min_ratio, decay_frac)
+    return lambda s: lr_multiplier(s, total_steps, schedule, warmup, min_ratio, decay_frac)
 
 
 def refit_schedule(scheduler: torch.optim.lr_scheduler.LambdaLR, cfg: Any, total_steps: int) -> None:
     """Points a ``make_schedule`` scheduler at a new total step count (a wall-clock budget fitted it), and sets the
     learning rate of the coming step from it; the step counter is kept."""
-    fresh = make_schedule(scheduler.optimizer, cfg, total_steps)
-    scheduler.lr_lambdas = fresh.lr_lambdas
+    scheduler.lr_lambdas = [_multiplier_fn(cfg, total_steps) for _ in scheduler.optimizer.param_groups]
     for group, base, fn in zip(scheduler.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
         group["lr"] = base * fn(scheduler.last_epoch)
     scheduler._last_lr = [group["lr"] for group in scheduler.optimizer.param_groups]  # what get_last_lr() reports

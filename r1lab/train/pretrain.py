@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import statistics
 import sys
 import time
 from contextlib import nullcontext
@@ -288,10 +287,12 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         scheduler.load_state_dict(ts["scheduler"])
         set_rng_state(ts["rng"])
         step = int(ts["step"])
-        if cfg.max_minutes > 0 and ts.get("n_steps"):
-            n_steps = int(ts["n_steps"])
-            refit_schedule(scheduler, cfg, n_steps)
         log(f"resumed from {ckpt} at step {step}")
+    # a wall-clock budget fits the step count once; a run resumed after the fit keeps the saved count
+    budget = StepBudget(cfg.max_minutes, done=ckpt is not None and bool(ts.get("n_steps")))
+    if budget.minutes > 0 and budget.done:
+        n_steps = int(ts["n_steps"])
+        refit_schedule(scheduler, cfg, n_steps)
     eager_model = model
     if cfg.compile:
         model = torch.compile(model)
@@ -316,45 +317,42 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     t_train = t_prev = _clock()
     first_step = step
     stopped = False
-    budget = StepBudget(cfg.max_minutes if not (ckpt is not None and ts.get("n_steps")) else 0.0)
-    over_budget = StepBudget(cfg.max_minutes)  # the hard stop applies to resumed runs too
+
+    def forward_backward(model, global_rows) -> torch.Tensor:
+        """Gradients of one optimizer step (all micro-batches); returns the weighted (main, MTP, balance) sums."""
+        n_main, n_mtp, n_seq = _step_counts(data.train, global_rows, rows_per_step, 2)
+        sums = torch.zeros(3, dtype=torch.float64)
+        for m in range(cfg.grad_accum):
+            rows = D.shard_rows(global_rows[m * rows_per_micro: (m + 1) * rows_per_micro], info)
+            batch = take_rows(data.train, rows, device)
+            l_main, l_mtp, _ = _step_counts(data.train, rows, len(rows), 2)
+            w_main = loss_weight(l_main, n_main, info.world_size)
+            w_mtp = loss_weight(l_mtp, n_mtp, info.world_size)
+            w_seq = loss_weight(len(rows), n_seq, info.world_size)
+            with D.no_sync_context(model, m == cfg.grad_accum - 1), amp:
+                o = model(**batch)
+                total = w_main * o.loss
+                mtp = o.mtp_loss if o.mtp_loss is not None else o.loss.new_zeros(())
+                total = total + mtp_w * w_mtp * mtp + bal_a * w_seq * o.balance_loss
+            total.backward()
+            sums += torch.tensor([w_main * o.loss.item(), w_mtp * mtp.item(), w_seq * o.balance_loss.item()],
+                                 dtype=torch.float64)
+        return sums
 
     raw.train()
     while step < n_steps:
         global_rows = order.rows(step * rows_per_step, rows_per_step)
-
-        def forward_backward(model) -> torch.Tensor:
-            """Gradients of one optimizer step (all micro-batches); returns the weighted (main, MTP, balance) sums."""
-            n_main, n_mtp, n_seq = _step_counts(data.train, global_rows, rows_per_step, 2)
-            sums = torch.zeros(3, dtype=torch.float64)
-            for m in range(cfg.grad_accum):
-                rows = D.shard_rows(global_rows[m * rows_per_micro: (m + 1) * rows_per_micro], info)
-                batch = take_rows(data.train, rows, device)
-                l_main, l_mtp, _ = _step_counts(data.train, rows, len(rows), 2)
-                w_main = loss_weight(l_main, n_main, info.world_size)
-                w_mtp = loss_weight(l_mtp, n_mtp, info.world_size)
-                w_seq = loss_weight(len(rows), n_seq, info.world_size)
-                with D.no_sync_context(model, m == cfg.grad_accum - 1), amp:
-                    o = model(**batch)
-                    total = w_main * o.loss
-                    mtp = o.mtp_loss if o.mtp_loss is not None else o.loss.new_zeros(())
-                    total = total + mtp_w * w_mtp * mtp + bal_a * w_seq * o.balance_loss
-                total.backward()
-                sums += torch.tensor([w_main * o.loss.item(), w_mtp * mtp.item(), w_seq * o.balance_loss.item()],
-                                     dtype=torch.float64)
-            return sums
-
         if model is not eager_model and step == first_step:  # the first compiled step compiles: any failure → eager
             try:
-                sums = forward_backward(model)
+                sums = forward_backward(model, global_rows)
             except Exception as err:  # noqa: BLE001 - a backend problem must not end a long run
                 log(f"warning: torch.compile failed ({type(err).__name__}: {str(err)[:300]}); training eagerly")
                 model = eager_model
                 optimizer.zero_grad(set_to_none=True)
                 raw.reset_expert_counts()
-                sums = forward_backward(model)
+                sums = forward_backward(model, global_rows)
         else:
-            sums = forward_backward(model)
+            sums = forward_backward(model, global_rows)
         grad_norm = clip_grad_norm(model, cfg.grad_clip)
         optimizer.step()
         lr = scheduler.get_last_lr()[0]
@@ -376,8 +374,7 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         if fitted is not None:
             n_steps = _agree(fitted, info)
             refit_schedule(scheduler, cfg, n_steps)
-            log(f"max_minutes={cfg.max_minutes:g}: {n_steps} steps fit the budget "
-                f"(median step {statistics.median(budget.times):.3f}s)")
+            log(f"max_minutes={cfg.max_minutes:g}: {n_steps} steps fit the budget (median step {budget.step_s:.3f}s)")
             if bar is not None:
                 bar.total = n_steps
         eta = elapsed / (step - first_step) * (n_steps - step)
@@ -400,7 +397,7 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
             stopped = True
             break
         if (cfg.max_minutes > 0 and step < n_steps
-                and _agree(int(over_budget.over(_clock() - t_train)), info, op="max")):
+                and _agree(int(budget.over(_clock() - t_train)), info, op="max")):
             log(f"max_minutes={cfg.max_minutes:g}: past 1.1 × the budget at step {step} of {n_steps}; stopping here")
             break
     if bar is not None:
