@@ -117,9 +117,31 @@ def test_bias_update_moves_skewed_router_toward_balance():
     assert torch.equal(before, moe.gate.e_score_correction_bias)
 
 
-def test_bias_stays_fp32_under_dtype_casts():
+def test_bias_counts_and_rope_frequencies_stay_fp32_under_dtype_casts():
+    fresh = DeepSeekV3ForCausalLM(tiny())
     model = DeepSeekV3ForCausalLM(tiny()).to(torch.bfloat16)
+    assert model.model.embed_tokens.weight.dtype == torch.bfloat16
     assert all(m.gate.e_score_correction_bias.dtype == torch.float32 for m in model.moe_layers())
+    assert all(m.tokens_per_expert.dtype == torch.float32 for m in model.moe_layers())
+    assert torch.equal(model.model.rotary.inv_freq, fresh.model.rotary.inv_freq)  # values kept, not rounded
+    m = model.moe_layers()[0]
+    m.tokens_per_expert += 300
+    m.tokens_per_expert += 1
+    assert m.tokens_per_expert[0].item() == 301  # a bf16 count would stay at 300
+
+
+def test_router_scores_fp32_under_bf16_autocast():
+    from r1lab.model.moe import Router
+
+    torch.manual_seed(0)
+    router = Router(DeepSeekV3Config.from_preset("tiny"))
+    torch.nn.init.normal_(router.weight, std=0.02)
+    x = torch.randn(64, router.weight.shape[1])
+    w_ref, i_ref, s_ref = router(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        w, i, s = router(x)
+    assert s.dtype == w.dtype == torch.float32
+    assert torch.equal(i, i_ref) and torch.equal(s, s_ref) and torch.equal(w, w_ref)
 
 
 def test_absorbed_attention_equals_naive():

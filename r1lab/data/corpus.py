@@ -17,13 +17,16 @@ Document kinds (one JSON object {"text": ...} per line; English frame for en pro
              arithmetic. No fact is a task problem (arithmetic problems have a two-digit operand at every level).
 
 Convention (deliberate): pretraining teaches the *content* (worked solutions ending "The answer is N.") and shows
-the R1-Zero tag format only in a small share of documents ("r1zero" + "r1zero_answer", default 10%, short
-"User: …. Assistant:" tail of the R1-Zero template without its long preamble). In most of those documents the
-think block holds only the answer sentence, as most answers in ordinary text come without their working: under the
-R1-Zero template the base model then sometimes reasons step by step and more often states an answer at once. That
-choice is what R1-Zero's RL can move (DeepSeek-R1 §2.2.4: response length grows as the model learns to think
-longer); it is a property of the base model's data, set here by ``DEFAULT_MIX`` and visible in its statistics, not a
-change to the evaluation. Set mix={"r1zero": 0, "r1zero_answer": 0} to leave the format entirely to RL/SFT.
+the R1-Zero tag format in a quarter of the documents ("r1zero" 20 % + "r1zero_answer" 5 %, after the short
+"User: …. Assistant:" tail of the R1-Zero template, without its long preamble); the speedrun's tokenizer stage adds
+full-template documents (``template_share``, 30 % of them worked). A base that has seen step-by-step solutions
+inside think blocks can reason there when it chooses to, yet under the full template it still states an answer at
+once in about half of its samples: that choice is what R1-Zero's RL moves (DeepSeek-R1 §2.2.4: response length grows
+as the model learns to think longer). With the earlier mix (worked solutions only after "Solution:", 3 % in think
+blocks) the skill stayed in that frame — column arithmetic 0.40 there, 0.00 under the template — and GRPO had
+nothing to select (docs/benchmarks.md, seventh and eighth sessions). It is a property of the base model's data, set
+here by ``DEFAULT_MIX`` and visible in its statistics, not a change to the evaluation. Set
+mix={"r1zero": 0, "r1zero_answer": 0} to leave the format entirely to RL/SFT.
 
 Plain arithmetic facts are only stated for pairs whose arithmetic problem is in the train split, so they never
 leak a val/test answer. Nothing is copied from external text; every sentence comes from templates here.
@@ -40,7 +43,7 @@ from r1lab.data.stream import write_jsonl_atomic  # re-exported: stages import i
 from r1lab.tasks import Problem, make_split, split_of
 from r1lab.tasks.base import answer_sentence, content_uid, reference_completion
 
-DEFAULT_MIX = {"direct": 0.1, "worked": 0.55, "r1zero": 0.03, "r1zero_answer": 0.07, "plain": 0.05, "facts": 0.2}
+DEFAULT_MIX = {"direct": 0.1, "worked": 0.4, "r1zero": 0.2, "r1zero_answer": 0.05, "plain": 0.05, "facts": 0.2}
 PROBLEM_KINDS = ("direct", "worked", "r1zero", "r1zero_answer")
 
 NAMES_EN = ("Tom", "Ann", "Sam", "Lily", "Ben", "Mia", "Max", "Eva")

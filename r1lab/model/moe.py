@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import DeepSeekV3Config
+from .fp32_buffers import KeepsFP32Buffers
 
 
 class MLP(nn.Module):
@@ -42,8 +43,10 @@ class MLP(nn.Module):
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
-class Router(nn.Module):
+class Router(KeepsFP32Buffers):
     """The gate: fp32 scores, selection-only bias, group-limited top-k."""
+
+    fp32_buffers = ("e_score_correction_bias",)
 
     def __init__(self, config: DeepSeekV3Config):
         super().__init__()
@@ -54,17 +57,14 @@ class Router(nn.Module):
         self.weight = nn.Parameter(torch.empty(self.n_experts, config.hidden_size))
         self.register_buffer("e_score_correction_bias", torch.zeros(self.n_experts, dtype=torch.float32))
 
-    def _apply(self, fn, recurse=True):
-        """Keep the bias in fp32 whatever ``model.to(dtype)`` does (it accumulates γ-sized steps)."""
-        bias = self.e_score_correction_bias
-        super()._apply(fn, recurse)
-        moved = self.e_score_correction_bias
-        self.e_score_correction_bias = bias.to(device=moved.device, dtype=torch.float32) \
-            if not bias.is_meta or moved.is_meta else torch.zeros_like(moved, dtype=torch.float32)
-        return self
-
     def forward(self, x_ND: torch.Tensor):
         """Returns (weights_NK fp32, indices_NK, scores_NE fp32 unbiased)."""
+        # Autocast would run this linear in bf16 even on fp32 inputs (linear is on its low-precision list), and
+        # routing on 8-bit-mantissa scores picks other experts on near-ties than the engine's fp32 router does.
+        with torch.autocast(x_ND.device.type, enabled=False):
+            return self._route(x_ND)
+
+    def _route(self, x_ND: torch.Tensor):
         logits_NE = F.linear(x_ND.float(), self.weight.float())
         scores_NE = logits_NE.sigmoid() if self.scoring == "sigmoid" else logits_NE.softmax(dim=-1)
         choice_NE = scores_NE.detach() + self.e_score_correction_bias.float()
@@ -164,8 +164,10 @@ def _grouped_mm_ok(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor) -> bool:
     return all((dim * size) % 16 == 0 for dim in (x.shape[-1], w1.shape[1], w2.shape[1], w2.shape[2]))
 
 
-class MoE(nn.Module):
+class MoE(KeepsFP32Buffers):
     """Shared experts + routed experts; records token counts for bias updates and returns the balance loss."""
+
+    fp32_buffers = ("tokens_per_expert",)
 
     def __init__(self, config: DeepSeekV3Config):
         super().__init__()

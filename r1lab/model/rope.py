@@ -21,6 +21,7 @@ import math
 import torch
 
 from .config import DeepSeekV3Config
+from .fp32_buffers import KeepsFP32Buffers
 
 
 def yarn_mscale(scale: float, mscale: float = 1.0) -> float:
@@ -80,8 +81,10 @@ def softmax_scale(config: DeepSeekV3Config) -> float:
     return scale
 
 
-class RotaryEmbedding(torch.nn.Module):
+class RotaryEmbedding(KeepsFP32Buffers):
     """Computes (cos, sin) [.., T, F] for integer positions; not a checkpoint tensor."""
+
+    fp32_buffers = ("inv_freq",)
 
     def __init__(self, config: DeepSeekV3Config):
         super().__init__()

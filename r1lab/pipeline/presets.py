@@ -42,7 +42,7 @@ _TINY: dict[str, dict[str, Any]] = {
 }
 
 _CPU: dict[str, dict[str, Any]] = {
-    "kind:tokenizer": {"n_per_family": 1500, "levels": [1, 2], "vocab_size": 2048, "template_share": 0.1},
+    "kind:tokenizer": {"n_per_family": 1500, "levels": [1, 2], "vocab_size": 2048, "template_share": 0.2},
     "kind:pretrain": {"preset": "cpu-demo", "steps": 1100, "ckpt_every": 200, "eval_every": 550, "exact_match": 0},
     "kind:grpo": {"steps": 30, "prompts_per_step": 8, "group_size": 8, "max_new_tokens": 128, "eval_every": 0,
                   "save_every": 5, "families": ALL, "n_train_per_family": 300, "lr": 1e-3, "log_samples": 2},
@@ -70,7 +70,7 @@ _CPU: dict[str, dict[str, Any]] = {
 # (SFT, sampling, evals, compilation). A gpu-small checkpoint with its optimizer state is ~8.5 GB, hence
 # checkpoints every 1,000 steps only.
 _GPU: dict[str, dict[str, Any]] = {
-    "kind:tokenizer": {"n_per_family": 4000, "levels": [1, 2, 3], "vocab_size": 4096, "template_share": 0.1},
+    "kind:tokenizer": {"n_per_family": 4000, "levels": [1, 2, 3], "vocab_size": 4096, "template_share": 0.2},
     # vocab_size: the tokenizer's 4,096 instead of the preset's 32,768 (the head would otherwise be ~8× wider than
     # the vocabulary the data can use)
     "kind:pretrain": {"preset": "gpu-small", "steps": 20000, "max_minutes": 5.0, "warmup_steps": 100, "compile": True,

@@ -45,6 +45,7 @@ import torch
 from r1lab.rl.advantage import group_advantages
 from r1lab.rl.loss import AGGREGATIONS
 from r1lab.rl.metrics import reflection_rate
+from r1lab.train.distributed import agree
 from r1lab.train.models import frozen_copy
 from r1lab.rl.rollout import RolloutBatch, reward_functions, rollout
 from r1lab.rl.sampler import make_sampler
@@ -397,7 +398,10 @@ def run_grpo(cfg: GRPOConfig) -> dict[str, Any]:
         if info.is_main and cfg.log_samples > 0:
             write_samples(run.out / "samples.jsonl", step + 1, batch, cfg.log_samples)
         last = step + 1 == cfg.steps
-        over_time = cfg.max_minutes > 0 and (time.perf_counter() - t_start) / 60 >= cfg.max_minutes
+        # Each rank reads its own clock: agree (any rank over → all stop) so that the eval, save and break
+        # below happen on every rank at the same step, or their collectives would pair with the next step's.
+        over_time = cfg.max_minutes > 0 and bool(
+            agree(int((time.perf_counter() - t_start) / 60 >= cfg.max_minutes), info, op="max"))
         if cfg.eval_every > 0 and ((step + 1) % cfg.eval_every == 0 or last or over_time):
             metrics.update(do_eval(step + 1))
         run.logger.log(metrics)

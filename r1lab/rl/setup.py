@@ -91,7 +91,7 @@ def setup_run(cfg) -> Run:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
     info = init_distributed(device.type)
-    if device.type == "cuda":
+    if info.enabled and device.type == "cuda":  # one process: keep the device asked for (cuda:N)
         device = torch.device("cuda", info.local_rank)
     if cfg.prompts_per_step % info.world_size:
         raise ValueError(f"prompts_per_step={cfg.prompts_per_step} must be divisible by the world size "

@@ -120,6 +120,16 @@ def all_reduce_sum(value: float, info: DistInfo, device: torch.device | str = "c
     return float(t.item())
 
 
+def agree(value: int, info: DistInfo, op: str = "min") -> int:
+    """The same integer on every rank (the min, or the max, over ranks), e.g. so that all ranks stop at one step
+    even though each reads its own clock. CPU tensor: it goes through gloo (``backend_for``)."""
+    if not info.enabled:
+        return value
+    t = torch.tensor([value], dtype=torch.int64)
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MIN if op == "min" else torch.distributed.ReduceOp.MAX)
+    return int(t.item())
+
+
 def shard_rows(rows: torch.Tensor, info: DistInfo) -> torch.Tensor:
     """This rank's contiguous slice of a global micro-batch of row indices (length divisible by world size)."""
     n = rows.shape[0]

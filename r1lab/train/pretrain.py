@@ -372,7 +372,7 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         budget.record(dt)
         fitted = budget.fitted(step, elapsed, total_steps(cfg, info.world_size))
         if fitted is not None:
-            n_steps = _agree(fitted, info)
+            n_steps = D.agree(fitted, info)
             refit_schedule(scheduler, cfg, n_steps)
             log(f"max_minutes={cfg.max_minutes:g}: {n_steps} steps fit the budget (median step {budget.step_s:.3f}s)")
             if bar is not None:
@@ -397,7 +397,7 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
             stopped = True
             break
         if (cfg.max_minutes > 0 and step < n_steps
-                and _agree(int(budget.over(_clock() - t_train)), info, op="max")):
+                and D.agree(int(budget.over(_clock() - t_train)), info, op="max")):
             log(f"max_minutes={cfg.max_minutes:g}: past 1.1 × the budget at step {step} of {n_steps}; stopping here")
             break
     if bar is not None:
@@ -440,15 +440,6 @@ def _given_tokenizer(cfg: PretrainConfig) -> str | None:
 def _barrier(info: D.DistInfo) -> None:
     if info.enabled:
         torch.distributed.barrier()
-
-
-def _agree(value: int, info: D.DistInfo, op: str = "min") -> int:
-    """The same integer on every rank (the min, or the max, over ranks) so that all stop at one step."""
-    if not info.enabled:
-        return value
-    t = torch.tensor([value], dtype=torch.int64)  # CPU tensors go through gloo (distributed.backend_for)
-    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MIN if op == "min" else torch.distributed.ReduceOp.MAX)
-    return int(t.item())
 
 
 def _progress(cfg: PretrainConfig, info: D.DistInfo, step: int, n_steps: int):
