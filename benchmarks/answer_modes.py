@@ -21,6 +21,18 @@ import re
 
 FAMILIES = ["arithmetic", "countdown", "equations", "word", "arithmetic_zh", "word_zh"]
 THINK = re.compile(r"<think>(.*?)</think>", re.S)
+
+
+def is_worked(text: str) -> bool:
+    """A sample "reasons" when its think block (else its whole text) has more than 8 words.
+
+    >>> is_worked("<think> The answer is 3. </think>"), is_worked("<think> " + "step " * 9 + "</think>")
+    (False, True)
+    """
+    m = THINK.search(text)
+    return len((m.group(1) if m else text).split()) > 8
+
+
 ANSWER = re.compile(r"(?:The answer is|答案是)\s*(.+?)(?:\.|。)?\s*(?:</think>|$|\n)")
 
 
@@ -78,8 +90,7 @@ def template_modes(gen, model: str, n_per_family: int, k: int) -> dict:
     counts: dict[str, dict[str, list[int]]] = {}  # family -> mode -> [samples, correct]
     for p, cs in zip(problems, outs):
         for c in cs:
-            m = THINK.search(c.text)
-            mode = "worked" if len((m.group(1) if m else c.text).split()) > 8 else "short"
+            mode = "worked" if is_worked(c.text) else "short"
             ok = int(task_reward(c.text, p) >= 0.999)
             for key in (p.family, "ALL"):
                 n_ok = counts.setdefault(key, {"worked": [0, 0], "short": [0, 0]})[mode]

@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import statistics
 
-THINK = re.compile(r"<think>(.*?)</think>", re.S)
+from answer_modes import is_worked  # benchmarks/ is on sys.path when a script here runs
 FAMILIES = ["arithmetic", "countdown", "equations", "word", "arithmetic_zh", "word_zh", "code"]
 
 
@@ -58,8 +57,7 @@ def main() -> None:
     for p, samples in zip(problems, outs):
         worked, rewards = [], []
         for c in samples:
-            m = THINK.search(c.text)
-            worked.append(1.0 if len((m.group(1) if m else c.text).split()) > 8 else 0.0)
+            worked.append(1.0 if is_worked(c.text) else 0.0)
             rewards.append(1.0 if task_reward(c.text, p) >= 0.999 else 0.0)
         d = per.setdefault(p.family, {"w": [], "r": [], "sig": [], "long": []})
         d["w"] += worked
