@@ -5,7 +5,8 @@
 #
 #   bash benchmarks/gpu_suite.sh [PART ...]      # parts: env tests train train_compile generate generate_compile
 #                                                #        generate_qwen fp8 fp8_curve grpo grpo_qwen balance pretrain
-#                                                #        profile mismatch generate_dense mtp_spec (after pretrain: MTP
+#                                                #        profile mismatch generate_dense shared_prefix
+#                                                #        mtp_spec (after pretrain: MTP
 #                                                #        speculative decoding on the gpu-small model it trained)
 #                                                #        speedrun (`r1lab speedrun --preset gpu --stop-after 5.5`:
 #                                                #        ~20 min in all, so run the part in 2-3 calls back to back;
@@ -51,6 +52,8 @@ transformers.__version__, torch.cuda.get_device_name(0))'" ;;
         fp8_curve) run fp8_curve "${LIMIT_fp8_curve:-300}" $PY benchmarks/fp8.py --skip-linear --loss-curve 300 ;;
         grpo) run grpo "${LIMIT_grpo:-240}" $PY benchmarks/grpo_step.py --arch deepseek --steps "${GRPO_STEPS:-6}" ;;
         profile) run profile "${LIMIT_profile:-150}" $PY benchmarks/profile_gpu.py ;;
+        shared_prefix) run shared_prefix "${LIMIT_shared_prefix:-120}" bash -c "$PY benchmarks/shared_prefix.py \
+--device cuda --dtype bf16 --preset gpu-small --prompts 8 --group-size 16 --max-new-tokens 512" ;;
         mismatch) run mismatch "${LIMIT_mismatch:-150}" bash -c "$PY benchmarks/logprob_mismatch.py --device cuda && \
 $PY benchmarks/logprob_mismatch.py --device cuda --compile" ;;
         grpo_qwen) run grpo_qwen "${LIMIT_grpo_qwen:-240}" $PY benchmarks/grpo_step.py --arch qwen2 ;;
@@ -68,5 +71,5 @@ du -sh ${SPEEDRUN_DIR:-runs/gpu_speedrun}; exit \$rc" ;;
 }
 
 PARTS=("$@")
-[ ${#PARTS[@]} -eq 0 ] && PARTS=(env tests train generate fp8 grpo grpo_qwen train_compile generate_compile fp8_curve balance pretrain mtp_spec profile mismatch generate_qwen generate_dense)
+[ ${#PARTS[@]} -eq 0 ] && PARTS=(env tests train generate fp8 grpo grpo_qwen train_compile generate_compile fp8_curve balance pretrain mtp_spec profile mismatch generate_qwen generate_dense shared_prefix)
 for p in "${PARTS[@]}"; do part "$p"; done

@@ -136,19 +136,29 @@ class DeepSeekV3ForCausalLM(nn.Module):
     def forward(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None,
                 position_ids: torch.Tensor | None = None, doc_ids: torch.Tensor | None = None,
                 attention_mask: torch.Tensor | None = None, return_mtp_logits: bool = False,
-                logits_to_keep: int = 0) -> CausalLMOutput:
+                logits_to_keep: int = 0, attn_mask_B1TT: torch.Tensor | None = None,
+                logits_at: torch.Tensor | None = None) -> CausalLMOutput:
         """Full-sequence forward.
 
         input_ids [B, T]; labels [B, T] (unshifted, -100 ignored); doc_ids [B, T] packed-document ids (0 = padding,
         attention and next-token pairs stay inside one id, positions restart per document unless given);
         attention_mask [B, T] (1 = token, 0 = padding, for left/right padded batches); position_ids [B, T].
         ``logits_to_keep`` > 0 computes logits for the last that-many positions only.
+        ``attn_mask_B1TT`` (bool, True = may attend) replaces the mask built from doc_ids / attention_mask, which then
+        only mark padding (for the MoE statistics) — for layouts that are not a list of documents, such as a prompt
+        shared by several completions (``rl/shared_prefix.py``).
+        ``logits_at`` (long [M], flat indices into B·T) computes logits only there: ``.logits`` is then [M, V].
         """
+        if logits_at is not None and labels is not None:
+            raise ValueError("logits_at computes logits at chosen positions only; it cannot be combined with labels")
         segments_BT = doc_ids if doc_ids is not None else attention_mask
         valid_BT = None if segments_BT is None else segments_BT != 0
         if position_ids is None:
             position_ids = positions_from_segments(segments_BT, input_ids)
-        mask_B1TT = segment_causal_mask(segments_BT) if segments_BT is not None else None
+        if attn_mask_B1TT is not None:
+            mask_B1TT = attn_mask_B1TT
+        else:
+            mask_B1TT = segment_causal_mask(segments_BT) if segments_BT is not None else None
         h_BTD = self.model.embed_tokens(input_ids)
         cos, sin = self.model.rotary(position_ids, h_BTD.dtype)
         balance = h_BTD.new_zeros((), dtype=torch.float32)
@@ -157,7 +167,10 @@ class DeepSeekV3ForCausalLM(nn.Module):
             if bal is not None:
                 balance = balance + bal
         hidden_BTD = self.model.norm(h_BTD)
-        kept = hidden_BTD[:, -logits_to_keep:] if logits_to_keep else hidden_BTD
+        if logits_at is not None:
+            kept = hidden_BTD.reshape(-1, hidden_BTD.shape[-1])[logits_at]
+        else:
+            kept = hidden_BTD[:, -logits_to_keep:] if logits_to_keep else hidden_BTD
         out = CausalLMOutput(logits=self.lm_head(kept), hidden_states=hidden_BTD)
         run_mtp = len(self.model.mtp) > 0 and (labels is not None or return_mtp_logits)
         if run_mtp:

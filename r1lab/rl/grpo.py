@@ -26,6 +26,8 @@ Every way this differs from DeepSeekMath / R1 GRPO:
 12. Besides the paper's R1-Zero template, "r1-zero-short" keeps only its "User: …. Assistant:" frame: tiny base
     models pretrained on the built-in corpus (which shows that frame, without the long preamble) get no reward
     at all under the full 183-token template, hence no gradient.
+13. The training forward computes each prompt once per group (``shared_prefix.py``; same log-probs as padded rows),
+    so the MoE bias statistics count prompt tokens once, not G times.
 
 Legend: N = B·G completions on this rank.
 """
@@ -41,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from r1lab.rl.advantage import group_advantages
 from r1lab.rl.loss import AGGREGATIONS
@@ -49,6 +52,7 @@ from r1lab.train.distributed import agree
 from r1lab.train.models import frozen_copy
 from r1lab.rl.rollout import RolloutBatch, reward_functions, rollout
 from r1lab.rl.sampler import make_sampler
+from r1lab.rl.shared_prefix import supports_shared_prefix
 from r1lab.rl.update import UpdateSettings, all_reduce_sum, policy_update, reference_logprobs
 
 log = logging.getLogger(__name__)
@@ -158,6 +162,10 @@ class GRPOConfig:
     repeated shapes let cuDNN attention reuse its plans, and 1 on CPU). Padding is masked: results do not change."""
     compile_sampler: bool = True
     """Engine: torch.compile the decode step into CUDA graphs (on CUDA, for DeepSeek-V3 and Llama-family models)."""
+    shared_prefix: bool = True
+    """Training forward: pack each prompt's completions into one row so the prompt is computed once per group
+    (rl/shared_prefix.py; same log-probs as the padded layout, fewer tokens). Used where the model supports it
+    (our DeepSeek-V3); other models always take the padded layout."""
     device: str = "auto"
     """Device: auto | cpu | cuda."""
     dtype: str = "auto"
@@ -188,10 +196,13 @@ class GRPOConfig:
     def std_scaling(self) -> bool:
         return self.aggregation != "dr_grpo" if self.scale_by_std is None else self.scale_by_std
 
-    def update_settings(self) -> UpdateSettings:
+    def update_settings(self, model: nn.Module | None = None) -> UpdateSettings:
+        """The update knobs; ``shared_prefix`` is on only if asked for and ``model`` supports it."""
         return UpdateSettings(eps=self.eps, eps_high=self.eps_high, beta=self.beta, aggregation=self.aggregation,
                               max_new_tokens=self.max_new_tokens, micro_batch=self.micro_batch,
-                              max_grad_norm=self.max_grad_norm, old_logprobs=self.old_logprobs)
+                              max_grad_norm=self.max_grad_norm, old_logprobs=self.old_logprobs,
+                              shared_prefix=self.shared_prefix and model is not None
+                              and supports_shared_prefix(model))
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -321,7 +332,9 @@ def run_grpo(cfg: GRPOConfig) -> dict[str, Any]:
     cfg.validate()
     run = setup_run(cfg)
     info, model, tokenizer, optimizer, scheduler = run.info, run.model, run.tokenizer, run.optimizer, run.scheduler
-    settings = cfg.update_settings()
+    settings = cfg.update_settings(model)
+    log.info("training forward: %s", "shared prefix (prompt once per group)" if settings.shared_prefix
+             else "padded [prompt | completion] rows")
     pad_multiple = cfg.pad_multiple or (64 if next(model.parameters()).is_cuda else 1)
     fns = reward_functions(cfg.template, cfg.reward_weights)
     weights = {"accuracy": 1.0, **cfg.reward_weights} if "accuracy" not in cfg.reward_weights else cfg.reward_weights
@@ -371,7 +384,8 @@ def run_grpo(cfg: GRPOConfig) -> dict[str, Any]:
                                drop_zero_variance=cfg.drop_zero_variance, truncated_N=batch.truncated_N,
                                mask_truncated=cfg.mask_truncated)
         t1 = time.perf_counter()
-        ref_logp = reference_logprobs(ref_model, batch, cfg.micro_batch) if ref_model is not None else None
+        ref_logp = (reference_logprobs(ref_model, batch, cfg.micro_batch, settings.shared_prefix)
+                    if ref_model is not None else None)
         old, first, skipped = None, {}, 0
         for mu in range(cfg.inner_updates):
             stats, old = policy_update(model, optimizer, batch, adv, settings, ref_logp_NT=ref_logp,

@@ -28,9 +28,10 @@ import torch.distributed as dist
 from torch import nn
 
 from r1lab.rl.advantage import Advantages
-from r1lab.rl.logprobs import completion_logprobs
+from r1lab.rl.logprobs import TokenLogprobs, completion_logprobs
 from r1lab.rl.loss import Normalizer, grpo_loss, token_weights
 from r1lab.rl.rollout import RolloutBatch
+from r1lab.rl.shared_prefix import shared_prefix_logprobs
 
 OLD_LOGPROB_SOURCES = ("trainer", "engine")
 
@@ -47,6 +48,7 @@ class UpdateSettings:
     micro_batch: int = 16
     max_grad_norm: float = 1.0
     old_logprobs: str = "trainer"
+    shared_prefix: bool = False  # True only where the model supports it (``shared_prefix.supports_shared_prefix``)
 
 
 def _distributed() -> bool:
@@ -71,12 +73,26 @@ def all_reduce_grads(model: nn.Module) -> None:
             dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
 
 
+def rows_logprobs(model: nn.Module, batch: RolloutBatch, lo: int, hi: int, shared_prefix: bool,
+                  with_entropy: bool = False) -> TokenLogprobs:
+    """Log-probs of the completions of rows lo..hi-1 in one forward: the prompt computed once per group
+    (``shared_prefix.py``) or the reference layout of padded [prompt | completion] rows (``logprobs.py``)."""
+    device = next(model.parameters()).device
+    if shared_prefix:
+        return shared_prefix_logprobs(model, batch.input_ids_NS[lo:hi], batch.attention_mask_NS[lo:hi],
+                                      batch.completion_mask_NT[lo:hi], batch.group_ids_N[lo:hi],
+                                      with_entropy=with_entropy)
+    return completion_logprobs(model, batch.input_ids_NS[lo:hi].to(device), batch.attention_mask_NS[lo:hi].to(device),
+                               batch.completion_len, chunk_size=hi - lo, with_entropy=with_entropy)
+
+
 @torch.no_grad()
-def reference_logprobs(ref_model: nn.Module, batch: RolloutBatch, micro_batch: int) -> torch.Tensor:
+def reference_logprobs(ref_model: nn.Module, batch: RolloutBatch, micro_batch: int,
+                       shared_prefix: bool = False) -> torch.Tensor:
     """π_ref per completion token (no grad)."""
-    device = next(ref_model.parameters()).device
-    return completion_logprobs(ref_model, batch.input_ids_NS.to(device), batch.attention_mask_NS.to(device),
-                               batch.completion_len, chunk_size=micro_batch).logp_NT
+    n = batch.input_ids_NS.shape[0]
+    return torch.cat([rows_logprobs(ref_model, batch, lo, min(lo + micro_batch, n), shared_prefix).logp_NT
+                      for lo in range(0, n, micro_batch)])
 
 
 def policy_update(model: nn.Module, optimizer: torch.optim.Optimizer, batch: RolloutBatch, adv: Advantages,
@@ -91,7 +107,6 @@ def policy_update(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Rol
     if s.old_logprobs not in OLD_LOGPROB_SOURCES:
         raise ValueError(f"old_logprobs must be one of {OLD_LOGPROB_SOURCES}, got {s.old_logprobs!r}")
     device = next(model.parameters()).device
-    T = batch.completion_len
     mask_NT = batch.completion_mask_NT * adv.keep_N[:, None].float()
     norm = Normalizer.from_tensor(all_reduce_sum(Normalizer.of(mask_NT, s.max_new_tokens).as_tensor()),
                                   s.max_new_tokens)
@@ -107,9 +122,7 @@ def policy_update(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Rol
     model.train()
     for lo in range(0, mask_NT.shape[0], s.micro_batch):
         hi = lo + s.micro_batch
-        lp = completion_logprobs(model, batch.input_ids_NS[lo:hi].to(device),
-                                 batch.attention_mask_NS[lo:hi].to(device), T, chunk_size=s.micro_batch,
-                                 with_entropy=with_entropy)
+        lp = rows_logprobs(model, batch, lo, min(hi, mask_NT.shape[0]), s.shared_prefix, with_entropy)
         logp_MT = lp.logp_NT
         if first:
             m = batch.completion_mask_NT[lo:hi].to(device)

@@ -1,0 +1,161 @@
+"""Shared-prefix log-probs: the completions of one prompt packed into one row, the prompt computed once.
+
+GRPO scores G completions of every prompt. The reference path (``logprobs.completion_logprobs``) runs G rows of
+[left-padded prompt | right-padded completion], so the prompt is computed G times and every completion is padded to
+the longest one. Here each group becomes one row
+
+    [prompt | c_1 | c_2 | … | c_m | padding]
+
+where a token of c_i attends to the prompt and to the earlier tokens of c_i only, and c_i's positions continue from
+the prompt's (P, P+1, …), exactly the positions it has in the reference layout. Nothing is padded inside the row. The
+last prompt token's logits predict the first token of every completion; each completion token predicts the next.
+Equal to the reference path up to floating-point summation order (tests/test_shared_prefix.py: log-probs, entropies
+and gradients), with fewer tokens: for the R1-Zero template (~100 prompt tokens) and G = 16 completions of ~50 tokens,
+~900 tokens per group instead of 16 × (110 + 128) padded ones.
+
+Attention runs with a dense [L, L] mask, so its cost grows with the square of the row: one row per group of 16
+completions of ~75 tokens (L ≈ 1,300) was *slower* than padded rows on the CPU. A row therefore takes completions
+only up to ``ROW_FACTOR`` × the padded width S (then a new row starts with its own copy of the prompt): forward +
+backward 1.3-1.6× faster than padded rows on the 2-core CPU, for completions of 20-70 and of 25-128 tokens
+(``benchmarks/shared_prefix.py``, docs/benchmarks.md).
+
+What changes besides speed: the MoE's per-expert token counts (the aux-loss-free bias statistic) see each prompt once
+instead of G times.
+
+Needs a model whose forward takes ``attn_mask_B1TT`` and ``logits_at`` (our ``DeepSeekV3ForCausalLM``); other models
+keep the reference path (``supports_shared_prefix`` chooses once).
+
+Legend: N completions, S = P + T (prompt + completion columns of the rollout rows), T completion width, R packed rows,
+L packed length, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from r1lab.rl.logprobs import TokenLogprobs, gather_logprobs
+from r1lab.rl.loss import entropy_from_logits
+
+PROMPT_SEGMENT = 1  # segment id of the prompt; the completions of a row get PROMPT_SEGMENT + 1, + 2, …
+ROW_FACTOR = 2  # a packed row holds at most this many padded rows' width of tokens (see the module docstring)
+
+
+def supports_shared_prefix(model: nn.Module) -> bool:
+    """True when ``model.forward`` takes the explicit attention mask and logit positions this path needs."""
+    params = inspect.signature(model.forward).parameters
+    return "attn_mask_B1TT" in params and "logits_at" in params
+
+
+@dataclass
+class PackedGroups:
+    """Token tensors of the packed rows and where each completion token's predicting logits are.
+
+    ids_RL / seg_RL / pos_RL: tokens, segment ids (0 = padding) and RoPE positions; pred_NT: flat index into R·L of
+    the position whose logits predict completion token (n, t) (0 where t ≥ length); tokens_NT: the completion tokens;
+    valid_NT: t < length of completion n.
+    """
+
+    ids_RL: torch.Tensor
+    seg_RL: torch.Tensor
+    pos_RL: torch.Tensor
+    pred_NT: torch.Tensor
+    tokens_NT: torch.Tensor
+    valid_NT: torch.Tensor
+
+    def attention_mask(self) -> torch.Tensor:
+        """Bool [R, 1, L, L]: causal; the prompt sees itself, a completion sees the prompt and itself; a padding
+        position sees only itself (no empty softmax row)."""
+        L = self.seg_RL.shape[1]
+        q_RL1, k_R1L = self.seg_RL[:, :, None], self.seg_RL[:, None, :]
+        causal_LL = torch.ones(L, L, dtype=torch.bool, device=self.seg_RL.device).tril()
+        allow_RLL = causal_LL & ((k_R1L == q_RL1) | (k_R1L == PROMPT_SEGMENT)) & (k_R1L != 0) & (q_RL1 != 0)
+        allow_RLL |= torch.eye(L, dtype=torch.bool, device=self.seg_RL.device)
+        return allow_RLL[:, None]
+
+
+def pack_groups(input_ids_NS: torch.Tensor, attention_mask_NS: torch.Tensor, completion_mask_NT: torch.Tensor,
+                group_ids_N: torch.Tensor, pad_id: int = 0, max_row_len: int = 0) -> PackedGroups:
+    """Packed rows of consecutive rows with the same group id (they must share their prompt): one row per group, or
+    several (each with its own copy of the prompt) where ``max_row_len`` > 0 would otherwise be exceeded — a row
+    always takes at least one completion.
+
+    >>> ids = torch.tensor([[0, 5, 6, 7, 0], [0, 5, 6, 8, 9]])
+    >>> p = pack_groups(ids, (ids != 0).long(), torch.tensor([[1.0, 0.0], [1.0, 1.0]]), torch.tensor([3, 3]))
+    >>> p.ids_RL.tolist(), p.seg_RL.tolist(), p.pos_RL.tolist(), p.pred_NT.tolist()
+    ([[5, 6, 7, 8, 9]], [[1, 1, 2, 3, 3]], [[0, 1, 2, 2, 3]], [[1, 0], [1, 3]])
+    >>> pack_groups(ids, (ids != 0).long(), torch.tensor([[1.0, 0.0], [1.0, 1.0]]), torch.tensor([3, 3]),
+    ...             max_row_len=4).ids_RL.tolist()
+    [[5, 6, 7, 0], [5, 6, 8, 9]]
+    """
+    N, S = input_ids_NS.shape
+    T = completion_mask_NT.shape[1]
+    P = S - T
+    ids_N, attn_N = input_ids_NS.tolist(), attention_mask_NS.tolist()
+    lengths = [int(x) for x in completion_mask_NT.sum(dim=1).round().tolist()]
+    groups = group_ids_N.tolist()
+    rows: list[tuple[list[int], list[int], list[int]]] = []
+    pred_rj = [[(0, 0)] * T for _ in range(N)]  # (packed row, position in it) predicting token (n, t)
+    prompt: list[int] = []
+    for n in range(N):
+        mine = [t for t, a in zip(ids_N[n][:P], attn_N[n][:P], strict=True) if a]
+        if not mine:
+            raise ValueError(f"row {n} has an empty prompt; the shared-prefix layout needs a prompt token")
+        same_group = n > 0 and groups[n] == groups[n - 1]
+        if same_group and mine != prompt:
+            raise ValueError(f"rows of group {groups[n]} have different prompts (row {n}); "
+                             "the shared-prefix layout needs one prompt per group")
+        length = lengths[n]
+        full = rows and max_row_len > 0 and len(rows[-1][0]) + length > max_row_len
+        if not same_group or full:
+            prompt = mine
+            rows.append((list(prompt), [PROMPT_SEGMENT] * len(prompt), list(range(len(prompt)))))
+        ids, seg, pos = rows[-1]
+        start, r = len(ids), len(rows) - 1
+        ids += ids_N[n][P : P + length]
+        seg += [seg[-1] + 1] * length
+        pos += range(len(prompt), len(prompt) + length)
+        for t in range(length):
+            pred_rj[n][t] = (r, len(prompt) - 1 if t == 0 else start + t - 1)
+    L = max(len(ids) for ids, _, _ in rows)
+    ids_RL = torch.full((len(rows), L), pad_id, dtype=torch.long)
+    seg_RL = torch.zeros((len(rows), L), dtype=torch.long)
+    pos_RL = torch.zeros((len(rows), L), dtype=torch.long)
+    for r, (ids, seg, pos) in enumerate(rows):
+        ids_RL[r, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        seg_RL[r, : len(seg)] = torch.tensor(seg, dtype=torch.long)
+        pos_RL[r, : len(pos)] = torch.tensor(pos, dtype=torch.long)
+    valid_NT = torch.arange(T)[None, :] < torch.tensor(lengths)[:, None]
+    pred_NT = torch.tensor([[r * L + j for r, j in row] for row in pred_rj], dtype=torch.long)
+    tokens_NT = input_ids_NS[:, P:] * valid_NT
+    return PackedGroups(ids_RL, seg_RL, pos_RL, pred_NT, tokens_NT, valid_NT)
+
+
+def shared_prefix_logprobs(model: nn.Module, input_ids_NS: torch.Tensor, attention_mask_NS: torch.Tensor,
+                           completion_mask_NT: torch.Tensor, group_ids_N: torch.Tensor, *,
+                           with_entropy: bool = False, max_row_len: int | None = None) -> TokenLogprobs:
+    """Log-probs (and optionally entropies, without grad) of every completion token, 0 past each completion's end.
+
+    Same contract as ``completion_logprobs`` (runs under the caller's grad mode); the rows passed are one forward.
+    ``max_row_len`` None = ``ROW_FACTOR`` × the padded row width S (0 = one row per group, however long).
+    """
+    if max_row_len is None:
+        max_row_len = ROW_FACTOR * input_ids_NS.shape[1]
+    device = next(model.parameters()).device
+    packed = pack_groups(input_ids_NS.cpu(), attention_mask_NS.cpu(), completion_mask_NT.cpu(), group_ids_N.cpu(),
+                         max_row_len=max_row_len)
+    valid_NT = packed.valid_NT.to(device)
+    N, T = valid_NT.shape
+    out = model(input_ids=packed.ids_RL.to(device), doc_ids=packed.seg_RL.to(device),
+                position_ids=packed.pos_RL.to(device), attn_mask_B1TT=packed.attention_mask().to(device),
+                logits_at=packed.pred_NT.to(device).reshape(-1))
+    logits_NTV = out.logits.reshape(N, T, -1)
+    logp_NT = gather_logprobs(logits_NTV, packed.tokens_NT.to(device)) * valid_NT
+    entropy_NT = None
+    if with_entropy:
+        with torch.no_grad():
+            entropy_NT = entropy_from_logits(logits_NTV) * valid_NT
+    return TokenLogprobs(logp_NT, entropy_NT)
