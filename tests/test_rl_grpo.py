@@ -84,3 +84,33 @@ def test_cli_help_lists_every_field(capsys):
     for name in ("--prompts-per-step", "--group-size", "--inner-updates", "--beta", "--ref-reset-every",
                  "--aggregation", "--drop-zero-variance", "--mask-truncated", "--reward-weights"):
         assert name in text
+
+
+def test_amp_keeps_fp32_master_weights_and_a_bf16_sampler_copy(tokenizer_dir, tmp_path):
+    """dtype="amp" (what "auto" means on CUDA), run here on CPU: the trained weights stay fp32, the sampler's copy is
+    bf16 and follows every update; the engine samples from it."""
+    import torch
+
+    from r1lab.model import DeepSeekV3Config, DeepSeekV3ForCausalLM
+    from r1lab.rl.grpo import refresh_sampler_copy, sampler_copy
+    from r1lab.train.models import resolve_precision
+
+    model = DeepSeekV3ForCausalLM(DeepSeekV3Config.from_preset("tiny"))
+    amp = resolve_precision("amp", torch.device("cpu"))
+    copy = sampler_copy(model, amp)
+    assert copy is not model and copy.lm_head.weight.dtype == torch.bfloat16
+    assert copy.model.layers[1].mlp.gate.e_score_correction_bias.dtype == torch.float32  # kept fp32
+    assert sampler_copy(model, resolve_precision("fp32", torch.device("cpu"))) is model
+    address = copy.lm_head.weight.data_ptr()
+    with torch.no_grad():
+        model.lm_head.weight.add_(0.5)
+    refresh_sampler_copy(copy, model)
+    assert copy.lm_head.weight.data_ptr() == address  # in place: captured CUDA graphs stay valid
+    assert torch.equal(copy.lm_head.weight, model.lm_head.weight.to(torch.bfloat16))
+
+    summary = run_grpo(_cfg(tokenizer_dir, tmp_path, dtype="amp", sampler="engine"))
+    assert summary["steps_done"] == 2
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "final" / "model.safetensors"), "pt") as f:
+        assert f.get_tensor("lm_head.weight").dtype == torch.float32

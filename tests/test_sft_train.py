@@ -122,3 +122,20 @@ def test_tiny_hf_qwen2_from_config(tokenizer_dir, data_file, tmp_path, lora_r):
     assert out["steps"] == 4 and out["eval_loss"] < out["eval_loss_first"]
     reloaded = Qwen2ForCausalLM.from_pretrained(out["final_dir"])  # merged LoRA saves as a plain model
     assert reloaded.config.vocab_size == tok.vocab_size
+
+
+def test_amp_trains_fp32_weights_under_bf16_autocast(tokenizer_dir, data_file, tmp_path):
+    """dtype="amp" (what "auto" means on CUDA) on CPU: bf16 forward, fp32 weights saved, the loss still falls."""
+    from safetensors import safe_open
+
+    out = run_sft(SFTConfig(data=data_file, tokenizer=tokenizer_dir, preset="tiny", out_dir=str(tmp_path),
+                            seq_len=256, micro_batch=4, lr=3e-3, warmup_steps=0, schedule="constant", eval_every=0,
+                            eval_frac=0.2, template="r1", max_steps=8, dtype="amp"))
+    assert out["eval_loss"] < out["eval_loss_first"]
+    with safe_open(str(tmp_path / "final" / "model.safetensors"), "pt") as f:
+        assert f.get_tensor("lm_head.weight").dtype == torch.float32
+    fp32 = run_sft(SFTConfig(data=data_file, tokenizer=tokenizer_dir, preset="tiny", out_dir=str(tmp_path / "f"),
+                             seq_len=256, micro_batch=4, lr=3e-3, warmup_steps=0, schedule="constant", eval_every=0,
+                             eval_frac=0.2, template="r1", max_steps=8, dtype="fp32"))
+    assert out["eval_loss_first"] != fp32["eval_loss_first"]  # the autocast forward really ran in bf16
+    assert abs(out["eval_loss_first"] - fp32["eval_loss_first"]) < 0.05

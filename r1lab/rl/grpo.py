@@ -169,7 +169,9 @@ class GRPOConfig:
     device: str = "auto"
     """Device: auto | cpu | cuda."""
     dtype: str = "auto"
-    """Parameter dtype: auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16."""
+    """Precision: auto (amp on CUDA, fp32 on CPU) | amp (fp32 master weights and a bf16 autocast forward; the
+    sampler runs a bf16 copy refreshed after every update) | fp32 | bf16 (bf16 weights and optimizer state: half
+    the memory, but updates under 2⁻⁸ of a weight are lost)."""
     seed: int = 0
     """Seed for prompt order, sampling and model init."""
     threads: int = 0
@@ -325,6 +327,22 @@ def write_samples(path: Path, step: int, batch: RolloutBatch, k: int) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ the loop
+def sampler_copy(model: nn.Module, precision) -> nn.Module:
+    """The module the sampler runs: the trained model itself, or under autocast (``precision.autocast_dtype``) a
+    frozen copy in that dtype, so decoding runs in bf16 while the optimizer keeps fp32 master weights."""
+    if precision is None or precision.autocast_dtype is None:
+        return model
+    return frozen_copy(model).to(precision.autocast_dtype)
+
+
+@torch.no_grad()
+def refresh_sampler_copy(copy: nn.Module, model: nn.Module) -> None:
+    """Copy the trained weights into the sampler's copy, in place (tensor addresses stay, so CUDA graphs captured
+    over them stay valid); nothing when they are the same module."""
+    if copy is not model:
+        copy.load_state_dict(model.state_dict())
+
+
 def run_grpo(cfg: GRPOConfig) -> dict[str, Any]:
     """Trains with GRPO; returns a summary (first/last eval pass@1, response lengths, paths, steps done)."""
     from r1lab.rl.setup import setup_run
@@ -333,6 +351,7 @@ def run_grpo(cfg: GRPOConfig) -> dict[str, Any]:
     run = setup_run(cfg)
     info, model, tokenizer, optimizer, scheduler = run.info, run.model, run.tokenizer, run.optimizer, run.scheduler
     settings = cfg.update_settings(model)
+    amp = run.precision.autocast(next(model.parameters()).device)
     log.info("training forward: %s", "shared prefix (prompt once per group)" if settings.shared_prefix
              else "padded [prompt | completion] rows")
     pad_multiple = cfg.pad_multiple or (64 if next(model.parameters()).is_cuda else 1)
@@ -345,7 +364,8 @@ def run_grpo(cfg: GRPOConfig) -> dict[str, Any]:
     eval_problems = load_problems(cfg, "val")
     eval_prompts = encode_prompts(eval_problems, tokenizer, cfg.template)
     longest = max(len(p) for p in train_prompts + eval_prompts)
-    sampler = make_sampler(model, tokenizer, cfg.sampler, max_model_len=longest + cfg.max_new_tokens + 8,
+    sampling_model = sampler_copy(model, run.precision)
+    sampler = make_sampler(sampling_model, tokenizer, cfg.sampler, max_model_len=longest + cfg.max_new_tokens + 8,
                            max_batch_size=min(256, max(8, cfg.prompts_per_step * cfg.group_size)),
                            compile=cfg.compile_sampler)
     ref_model = None
@@ -384,12 +404,13 @@ def run_grpo(cfg: GRPOConfig) -> dict[str, Any]:
                                drop_zero_variance=cfg.drop_zero_variance, truncated_N=batch.truncated_N,
                                mask_truncated=cfg.mask_truncated)
         t1 = time.perf_counter()
-        ref_logp = (reference_logprobs(ref_model, batch, cfg.micro_batch, settings.shared_prefix)
-                    if ref_model is not None else None)
+        with amp:
+            ref_logp = (reference_logprobs(ref_model, batch, cfg.micro_batch, settings.shared_prefix)
+                        if ref_model is not None else None)
         old, first, skipped = None, {}, 0
         for mu in range(cfg.inner_updates):
             stats, old = policy_update(model, optimizer, batch, adv, settings, ref_logp_NT=ref_logp,
-                                       old_logp_NT=old, scheduler=scheduler, with_entropy=(mu == 0))
+                                       old_logp_NT=old, scheduler=scheduler, with_entropy=(mu == 0), amp=amp)
             skipped += int(stats["skipped"])
             first = first or stats
         upd = {**stats, "entropy": first["entropy"], "logprob_mismatch": first["logprob_mismatch"]}
@@ -397,7 +418,8 @@ def run_grpo(cfg: GRPOConfig) -> dict[str, Any]:
             log.warning("step %d: %d update(s) skipped (non-finite loss or gradient); weights untouched", step + 1,
                         skipped)
         load = model.update_expert_bias(cfg.expert_bias_gamma) if hasattr(model, "update_expert_bias") else {}
-        sampler.update_weights(model)
+        refresh_sampler_copy(sampling_model, model)
+        sampler.update_weights(sampling_model)
         if ref_model is not None and cfg.ref_reset_every > 0 and (step + 1) % cfg.ref_reset_every == 0:
             ref_model.load_state_dict(model.state_dict())
         t_train = time.perf_counter() - t1

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from r1lab.train.models import (frozen_copy, load_causal_lm, load_tokenizer_for, model_from_preset, resolve_device,
-                                resolve_dtype, save_causal_lm)
+                                resolve_precision, save_causal_lm)
 
 RESUME_IGNORED = frozenset({"steps", "resume", "eval_every", "save_every", "keep_last", "log_samples", "max_minutes",
                             "threads", "sampler", "device"})
@@ -35,6 +35,7 @@ class Run:
     logger: Any
     start_step: int = 0
     ref_model: nn.Module | None = None
+    precision: Any = None  # r1lab.train.models.Precision: master-weight dtype and the forward's autocast
 
     def training_state(self, step: int) -> dict[str, Any]:
         from r1lab.train.loop import rng_state
@@ -97,7 +98,8 @@ def setup_run(cfg) -> Run:
         raise ValueError(f"prompts_per_step={cfg.prompts_per_step} must be divisible by the world size "
                          f"{info.world_size}")
     seed_everything(cfg.seed)
-    dtype = resolve_dtype(cfg.dtype, device)
+    precision = resolve_precision(cfg.dtype, device)
+    dtype = precision.param_dtype
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = load_tokenizer_for(cfg)
@@ -136,4 +138,4 @@ def setup_run(cfg) -> Run:
             (out / name).unlink(missing_ok=True)
     _barrier()
     logger = MetricsLogger(out / "metrics.jsonl", enabled=info.is_main)
-    return Run(cfg, info, out, model, tokenizer, optimizer, scheduler, logger, start, ref_model)
+    return Run(cfg, info, out, model, tokenizer, optimizer, scheduler, logger, start, ref_model, precision)

@@ -20,6 +20,7 @@ Legend: N completions, S positions, T completion width.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -97,12 +98,13 @@ def reference_logprobs(ref_model: nn.Module, batch: RolloutBatch, micro_batch: i
 
 def policy_update(model: nn.Module, optimizer: torch.optim.Optimizer, batch: RolloutBatch, adv: Advantages,
                   s: UpdateSettings, *, ref_logp_NT: torch.Tensor | None = None,
-                  old_logp_NT: torch.Tensor | None = None, scheduler=None, with_entropy: bool = True
-                  ) -> tuple[dict[str, float], torch.Tensor]:
+                  old_logp_NT: torch.Tensor | None = None, scheduler=None, with_entropy: bool = True,
+                  amp=None) -> tuple[dict[str, float], torch.Tensor]:
     """One optimizer step on ``batch``; returns (stats, π_old used — pass it back for the next inner update).
 
     ``old_logp_NT`` None means "first inner update": π_old is taken from the trainer's own log-probs now
-    (``old_logprobs="trainer"``) or from the sampler (``"engine"``).
+    (``old_logprobs="trainer"``) or from the sampler (``"engine"``). ``amp``: the context the forwards run in
+    (the run's autocast; backward runs outside it).
     """
     if s.old_logprobs not in OLD_LOGPROB_SOURCES:
         raise ValueError(f"old_logprobs must be one of {OLD_LOGPROB_SOURCES}, got {s.old_logprobs!r}")
@@ -122,7 +124,8 @@ def policy_update(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Rol
     model.train()
     for lo in range(0, mask_NT.shape[0], s.micro_batch):
         hi = lo + s.micro_batch
-        lp = rows_logprobs(model, batch, lo, min(hi, mask_NT.shape[0]), s.shared_prefix, with_entropy)
+        with amp if amp is not None else contextlib.nullcontext():
+            lp = rows_logprobs(model, batch, lo, min(hi, mask_NT.shape[0]), s.shared_prefix, with_entropy)
         logp_MT = lp.logp_NT
         if first:
             m = batch.completion_mask_NT[lo:hi].to(device)

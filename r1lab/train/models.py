@@ -7,9 +7,11 @@ goes through ``transformers.AutoModelForCausalLM`` with ``local_files_only=True`
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -26,12 +28,49 @@ def resolve_device(name: str) -> torch.device:
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """"auto" → bf16 on CUDA, fp32 on CPU; else one of DTYPES."""
+    """"auto" → bf16 on CUDA, fp32 on CPU; else one of DTYPES (the dtype of inference-only models)."""
     if name == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
     if name not in DTYPES:
         raise ValueError(f"dtype must be auto | {' | '.join(DTYPES)}, got {name!r}")
     return DTYPES[name]
+
+
+PRECISIONS = ("auto", "amp", "fp32", "bf16")
+
+
+@dataclass(frozen=True)
+class Precision:
+    """How a trainer holds and runs weights: ``param_dtype`` for the weights and optimizer (master weights) and
+    ``autocast_dtype`` for the forward/backward (None = no autocast)."""
+
+    param_dtype: torch.dtype
+    autocast_dtype: torch.dtype | None
+
+    def autocast(self, device: torch.device | str):
+        """The forward's context: torch.autocast in ``autocast_dtype``, or nothing."""
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=torch.device(device).type, dtype=self.autocast_dtype)
+
+
+def resolve_precision(name: str, device: torch.device) -> Precision:
+    """Training precision: "amp" = fp32 master weights + bf16 autocast (what "auto" means on CUDA — bf16 weights
+    would lose AdamW updates smaller than 2⁻⁸ of a weight); "fp32" (what "auto" means on CPU); "bf16" = bf16 weights
+    and optimizer state, no autocast (half the memory, for when it does not fit otherwise).
+
+    >>> resolve_precision("auto", torch.device("cuda"))
+    Precision(param_dtype=torch.float32, autocast_dtype=torch.bfloat16)
+    >>> resolve_precision("auto", torch.device("cpu")).autocast_dtype is None
+    True
+    """
+    if name not in PRECISIONS:
+        raise ValueError(f"dtype must be one of {' | '.join(PRECISIONS)}, got {name!r}")
+    if name == "auto":
+        name = "amp" if device.type == "cuda" else "fp32"
+    if name == "amp":
+        return Precision(torch.float32, torch.bfloat16)
+    return Precision(DTYPES[name], None)
 
 
 def is_ours(directory: str | Path) -> bool:

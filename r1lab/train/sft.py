@@ -20,6 +20,7 @@ Legend: B rows, T tokens, V vocabulary.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -108,7 +109,8 @@ class SFTConfig:
     device: str = "auto"
     """auto | cpu | cuda."""
     dtype: str = "auto"
-    """Parameter dtype: auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16."""
+    """Precision: auto (amp on CUDA, fp32 on CPU) | amp (fp32 master weights, bf16 autocast) | fp32 | bf16 (bf16
+    weights and optimizer state: half the memory, but updates under 2⁻⁸ of a weight are lost)."""
     seed: int = 0
     """Seed for the data order, the held-out split and model init."""
 
@@ -269,16 +271,17 @@ def batch_loss(model, batch: dict[str, torch.Tensor], ours: bool, mtp_weight: fl
 
 
 @torch.no_grad()
-def eval_loss(model, data, cfg: SFTConfig, ours: bool, device) -> float:
-    """Token-mean response CE over the held-out rows."""
+def eval_loss(model, data, cfg: SFTConfig, ours: bool, device, amp=None) -> float:
+    """Token-mean response CE over the held-out rows (forwards under ``amp``, the run's autocast, if given)."""
     from r1lab.data.packing import batches
 
     was = model.training
     model.eval()
     total, count = 0.0, 0
     for b in batches(data, cfg.micro_batch, shuffle=False):
-        loss, n = batch_loss(model, {k: v.to(device) for k, v in b.items()}, ours, 0.0,
-                             64 if torch.device(device).type == "cuda" else 1)
+        with amp if amp is not None else contextlib.nullcontext():
+            loss, n = batch_loss(model, {k: v.to(device) for k, v in b.items()}, ours, 0.0,
+                                 64 if torch.device(device).type == "cuda" else 1)
         total, count = total + float(loss), count + n
     model.train(was)
     return total / max(count, 1)
@@ -288,7 +291,7 @@ def eval_loss(model, data, cfg: SFTConfig, ours: bool, device) -> float:
 def run_sft(cfg: SFTConfig) -> dict[str, Any]:
     """Fine-tunes; returns {"out_dir", "final_dir", "steps", "train_loss", "eval_loss", "eval_loss_first", ...}."""
     from r1lab.data.packing import batches, num_batches
-    from r1lab.train.models import load_tokenizer_for, resolve_device, resolve_dtype, save_causal_lm
+    from r1lab.train.models import load_tokenizer_for, resolve_device, resolve_precision, save_causal_lm
     from r1lab.train.loop import (ResumeMismatchError, TRAIN_CONFIG_FILE, config_diff, latest_checkpoint,
                                   load_training_state, rng_state, save_checkpoint, seed_everything, set_rng_state)
     from r1lab.train.metrics import MetricsLogger
@@ -298,7 +301,8 @@ def run_sft(cfg: SFTConfig) -> dict[str, Any]:
         raise ValueError("data: give --data FILE.jsonl")
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
-    dtype = resolve_dtype(cfg.dtype, device)
+    precision = resolve_precision(cfg.dtype, device)
+    amp = precision.autocast(device)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = load_tokenizer_for(cfg)
@@ -309,7 +313,7 @@ def run_sft(cfg: SFTConfig) -> dict[str, Any]:
                                    "compile"})
         if diff:
             raise ResumeMismatchError(f"{ckpt}: config differs from the checkpoint's: " + "; ".join(diff))
-    model, ours = prepare_model(cfg, tokenizer, device, dtype)
+    model, ours = prepare_model(cfg, tokenizer, device, precision.param_dtype)
     fwd = torch.compile(model, dynamic=True) if cfg.compile else model  # forward only; `model` is what gets saved
     multiple = 64 if device.type == "cuda" else 1  # batch widths rounded up on a GPU (see batch_loss)
     train, held, info = build_datasets(cfg, tokenizer, packed_attention=ours)
@@ -339,7 +343,7 @@ def run_sft(cfg: SFTConfig) -> dict[str, Any]:
                  "rng": rng_state()}
         save_checkpoint(out / "checkpoints", at, write, state, dataclasses.asdict(cfg), keep_last=cfg.keep_last)
 
-    first_eval = eval_loss(fwd, held, cfg, ours, device) if held is not None and step == 0 else None
+    first_eval = eval_loss(fwd, held, cfg, ours, device, amp) if held is not None and step == 0 else None
     if first_eval is not None:
         logger.log({"step": 0, "eval_loss": first_eval})
     model.train()
@@ -356,7 +360,8 @@ def run_sft(cfg: SFTConfig) -> dict[str, Any]:
             n_total = sum(int((b["labels"] != -100).sum()) for b in micro) or 1
             loss_sum, tokens = 0.0, 0
             for b in micro:
-                loss, n = batch_loss(fwd, b, ours, cfg.mtp_weight, multiple)
+                with amp:
+                    loss, n = batch_loss(fwd, b, ours, cfg.mtp_weight, multiple)
                 (loss / n_total).backward()
                 loss_sum, tokens = loss_sum + loss.item(), tokens + int((b["doc_ids"] != 0).sum())
             grad_norm = clip_grad_norm(model, cfg.max_grad_norm)
@@ -369,7 +374,7 @@ def run_sft(cfg: SFTConfig) -> dict[str, Any]:
             row = {"step": step, "epoch": epoch + 1, "loss": last_loss, "grad_norm": grad_norm,
                    "lr": optimizer.param_groups[0]["lr"], "tok_s": tokens / max(time.perf_counter() - t0, 1e-9)}
             if held is not None and ((cfg.eval_every > 0 and step % cfg.eval_every == 0) or step == total):
-                last_eval = row["eval_loss"] = eval_loss(fwd, held, cfg, ours, device)
+                last_eval = row["eval_loss"] = eval_loss(fwd, held, cfg, ours, device, amp)
             logger.log(row)
             if (cfg.save_every > 0 and step % cfg.save_every == 0) or step == total:
                 save(step)
