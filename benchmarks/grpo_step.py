@@ -89,7 +89,9 @@ def run_ours(tok_dir: str, model_dir: str, root: Path, a) -> dict:
                      eval_every=0, log_samples=0, lr=1e-6, aggregation="token_mean", micro_batch=a.micro_batch,
                      families=["arithmetic", "word", "countdown"], n_train_per_family=64,
                      reward_weights={"accuracy": 0.0, "format": 0.0, "grpo_step.length_reward": 1.0},
-                     compile_sampler=not a.no_compile)
+                     compile_sampler=not a.no_compile,
+                     # bf16 weights like the peer's model below (our default on CUDA is fp32 master weights + autocast)
+                     dtype="bf16" if torch.cuda.is_available() else "fp32")
     run_grpo(cfg)
     rows = [r for r in read_metrics(root / "ours" / "metrics.jsonl") if "step_s" in r]
     times = [r["step_s"] for r in rows]

@@ -16,8 +16,8 @@ and gradients), with fewer tokens: for the R1-Zero template (~100 prompt tokens)
 Attention runs with a dense [L, L] mask, so its cost grows with the square of the row: one row per group of 16
 completions of ~75 tokens (L ≈ 1,300) was *slower* than padded rows on the CPU. A row therefore takes completions
 only up to ``ROW_FACTOR`` × the padded width S (then a new row starts with its own copy of the prompt): forward +
-backward 1.3-1.6× faster than padded rows on the 2-core CPU, for completions of 20-70 and of 25-128 tokens
-(``benchmarks/shared_prefix.py``, docs/benchmarks.md).
+backward 1.55× (completions of 25-128 tokens) and 1.9× (14-70) faster than padded rows on the 2-core CPU
+(``benchmarks/shared_prefix.py``, docs/benchmarks.md). Logits are computed only where a real token is predicted.
 
 What changes besides speed: the MoE's per-expert token counts (the aux-loss-free bias statistic) see each prompt once
 instead of G times.
@@ -148,14 +148,15 @@ def shared_prefix_logprobs(model: nn.Module, input_ids_NS: torch.Tensor, attenti
     packed = pack_groups(input_ids_NS.cpu(), attention_mask_NS.cpu(), completion_mask_NT.cpu(), group_ids_N.cpu(),
                          max_row_len=max_row_len)
     valid_NT = packed.valid_NT.to(device)
-    N, T = valid_NT.shape
     out = model(input_ids=packed.ids_RL.to(device), doc_ids=packed.seg_RL.to(device),
                 position_ids=packed.pos_RL.to(device), attn_mask_B1TT=packed.attention_mask().to(device),
-                logits_at=packed.pred_NT.to(device).reshape(-1))
-    logits_NTV = out.logits.reshape(N, T, -1)
-    logp_NT = gather_logprobs(logits_NTV, packed.tokens_NT.to(device)) * valid_NT
+                logits_at=packed.pred_NT.to(device)[valid_NT])  # logits only where a real token is predicted
+    logits_1MV = out.logits[None]
+    logp_NT = torch.zeros(valid_NT.shape, dtype=torch.float32, device=device)
+    logp_NT[valid_NT] = gather_logprobs(logits_1MV, packed.tokens_NT.to(device)[valid_NT][None])[0]
     entropy_NT = None
     if with_entropy:
         with torch.no_grad():
-            entropy_NT = entropy_from_logits(logits_NTV) * valid_NT
+            entropy_NT = torch.zeros_like(logp_NT)
+            entropy_NT[valid_NT] = entropy_from_logits(logits_1MV)[0].float()
     return TokenLogprobs(logp_NT, entropy_NT)
