@@ -53,7 +53,7 @@ transformers.__version__, torch.cuda.get_device_name(0))'" ;;
         grpo) run grpo "${LIMIT_grpo:-240}" $PY benchmarks/grpo_step.py --arch deepseek --steps "${GRPO_STEPS:-6}" ;;
         profile) run profile "${LIMIT_profile:-150}" $PY benchmarks/profile_gpu.py ;;
         shared_prefix) run shared_prefix "${LIMIT_shared_prefix:-120}" bash -c "$PY benchmarks/shared_prefix.py \
---device cuda --dtype bf16 --preset gpu-small --prompts 8 --group-size 16 --max-new-tokens 512" ;;
+--device cuda --dtype amp --preset gpu-small --prompts 8 --group-size 16 --max-new-tokens 512" ;;
         mismatch) run mismatch "${LIMIT_mismatch:-150}" bash -c "$PY benchmarks/logprob_mismatch.py --device cuda && \
 $PY benchmarks/logprob_mismatch.py --device cuda --compile" ;;
         grpo_qwen) run grpo_qwen "${LIMIT_grpo_qwen:-240}" $PY benchmarks/grpo_step.py --arch qwen2 ;;

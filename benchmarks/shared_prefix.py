@@ -6,7 +6,7 @@ drawn from 0.2-1.0 × max_new_tokens (the width padded rows are padded to). Prin
 for each layout, tokens each processes, the speed ratio, and the largest log-prob difference between the layouts.
 
     python benchmarks/shared_prefix.py                                   # cpu-demo preset, random weights, CPU
-    python benchmarks/shared_prefix.py --model runs/speedrun/pretrain/model --device cuda --dtype bf16
+    python benchmarks/shared_prefix.py --model runs/speedrun/pretrain/model --device cuda --dtype amp
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ def main() -> None:
     ap.add_argument("--micro-batch", type=int, default=32, help="completions per forward (both layouts; GRPO's default)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
+    ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "amp"],
+                    help="amp = fp32 weights + bf16 autocast (GRPO's default on CUDA)")
     ap.add_argument("--threads", type=int, default=0)
     a = ap.parse_args()
     import torch
@@ -40,7 +41,10 @@ def main() -> None:
 
     if a.threads:
         torch.set_num_threads(a.threads)
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[a.dtype]
+    from r1lab.train.models import resolve_precision
+
+    precision = resolve_precision(a.dtype, torch.device(a.device))
+    dtype, amp = precision.param_dtype, precision.autocast(a.device)
     if a.model:
         model = DeepSeekV3ForCausalLM.from_pretrained(a.model, dtype=dtype, device=a.device)
     else:
@@ -64,7 +68,8 @@ def main() -> None:
     def update(shared: bool) -> torch.Tensor:
         logps = []
         for lo_ in range(0, N, a.micro_batch):
-            lp = rows_logprobs(model, batch, lo_, min(lo_ + a.micro_batch, N), shared).logp_NT
+            with amp:
+                lp = rows_logprobs(model, batch, lo_, min(lo_ + a.micro_batch, N), shared).logp_NT
             lp.sum().backward()
             logps.append(lp.detach())
         model.zero_grad(set_to_none=True)

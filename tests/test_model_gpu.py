@@ -69,3 +69,30 @@ def test_grouped_experts_are_deterministic_on_gpu():
         out.total_loss(0.0, 1e-4).backward()
         runs.append([out.loss.detach()] + [p.grad.clone() for p in model.moe_layers()[0].experts.parameters()])
     assert all(torch.equal(a, b) for a, b in zip(*runs))
+
+
+def test_refreshed_sampler_copy_decodes_the_new_weights_under_cuda_graphs():
+    """GRPO under amp: the engine decodes a copy that is refreshed in place after each update. Graphs captured before
+    the refresh must decode the new weights: same greedy tokens as a fresh engine built on them (fp32 copy here, so
+    that rounding cannot flip an argmax; the refresh is the same load_state_dict in any dtype)."""
+    from r1lab.engine import LLM, SamplingParams
+    from r1lab.rl.grpo import refresh_sampler_copy
+    from r1lab.train.models import frozen_copy
+
+    torch.manual_seed(0)
+    cfg = DeepSeekV3Config.from_preset("tiny").replace(initializer_range=0.1)
+    trained = DeepSeekV3ForCausalLM(cfg).cuda()
+    copy = frozen_copy(trained)
+    prompts = torch.randint(2, cfg.vocab_size, (4, 16)).tolist()
+    sp = SamplingParams(temperature=0.0, max_tokens=24, stop_token_ids=[])
+    llm = LLM(copy, max_batch_size=8, compile=True)
+    before = [o.outputs[0].token_ids for o in llm.generate(prompt_token_ids=prompts, sampling_params=sp)]
+    with torch.no_grad():
+        for p in trained.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    refresh_sampler_copy(copy, trained)
+    llm.update_weights(copy)
+    after = [o.outputs[0].token_ids for o in llm.generate(prompt_token_ids=prompts, sampling_params=sp)]
+    fresh = LLM(frozen_copy(trained), max_batch_size=8).generate(prompt_token_ids=prompts, sampling_params=sp)
+    assert llm._runner.compiled
+    assert after == [o.outputs[0].token_ids for o in fresh] and after != before

@@ -86,7 +86,7 @@ def test_cli_help_lists_every_field(capsys):
         assert name in text
 
 
-def test_amp_keeps_fp32_master_weights_and_a_bf16_sampler_copy(tokenizer_dir, tmp_path):
+def test_amp_keeps_fp32_master_weights_and_a_bf16_sampler_copy(tokenizer_dir, tmp_path, monkeypatch):
     """dtype="amp" (what "auto" means on CUDA), run here on CPU: the trained weights stay fp32, the sampler's copy is
     bf16 and follows every update; the engine samples from it."""
     import torch
@@ -108,9 +108,41 @@ def test_amp_keeps_fp32_master_weights_and_a_bf16_sampler_copy(tokenizer_dir, tm
     assert copy.lm_head.weight.data_ptr() == address  # in place: captured CUDA graphs stay valid
     assert torch.equal(copy.lm_head.weight, model.lm_head.weight.to(torch.bfloat16))
 
+    assert copy.model.layers[1].mlp.gate.weight.dtype == torch.float32  # routes like the fp32 trainer
+
+    import r1lab.rl.grpo as grpo_module
+
+    seen, real = [], grpo_module.refresh_sampler_copy
+
+    def spy(copy, trained):
+        real(copy, trained)
+        seen.append((copy, trained))
+
+    monkeypatch.setattr(grpo_module, "refresh_sampler_copy", spy)
     summary = run_grpo(_cfg(tokenizer_dir, tmp_path, dtype="amp", sampler="engine"))
-    assert summary["steps_done"] == 2
+    assert summary["steps_done"] == 2 and len(seen) == 2  # refreshed after every update
+    sampled, trained = seen[-1]
+    assert sampled is not trained and trained.lm_head.weight.dtype == torch.float32
+    assert torch.equal(sampled.lm_head.weight, trained.lm_head.weight.to(torch.bfloat16))
     from safetensors import safe_open
 
     with safe_open(str(tmp_path / "final" / "model.safetensors"), "pt") as f:
         assert f.get_tensor("lm_head.weight").dtype == torch.float32
+
+
+def test_sampler_copy_of_an_hf_model_keeps_fp32_buffers():
+    """Only parameters go to bf16: transformers keeps RoPE's inv_freq in fp32, and a bf16 one is radians off at long
+    positions."""
+    import torch
+    import transformers
+
+    from r1lab.rl.grpo import sampler_copy
+    from r1lab.train.models import resolve_precision
+
+    cfg = transformers.Qwen2Config(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                   num_attention_heads=2, num_key_value_heads=1)
+    model = transformers.Qwen2ForCausalLM(cfg)
+    copy = sampler_copy(model, resolve_precision("amp", torch.device("cpu")))
+    assert copy.model.embed_tokens.weight.dtype == torch.bfloat16
+    assert copy.model.rotary_emb.inv_freq.dtype == torch.float32
+    assert model.model.embed_tokens.weight.dtype == torch.float32  # the trained model is untouched

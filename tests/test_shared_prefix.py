@@ -162,3 +162,37 @@ def test_shared_prefix_equals_padded_on_cuda_in_bf16():
         got = shared(model, b).logp_NT
     m = b.completion_mask_NT.bool().cuda()
     assert (got[m] - ref[m]).abs().max() < 0.05  # bf16 rounding of different kernel shapes; fp32 is tested at 1e-5
+
+
+def test_rounding_the_packed_width_changes_no_result():
+    model = tiny_model().eval()
+    b = rollout_batch()
+    with torch.no_grad():
+        a = shared_prefix_logprobs(model, b.input_ids_NS, b.attention_mask_NS, b.completion_mask_NT, b.group_ids_N,
+                                   multiple=1).logp_NT
+        r = shared_prefix_logprobs(model, b.input_ids_NS, b.attention_mask_NS, b.completion_mask_NT, b.group_ids_N,
+                                   multiple=64).logp_NT
+    assert pack_groups(b.input_ids_NS, b.attention_mask_NS, b.completion_mask_NT, b.group_ids_N,
+                       multiple=64).ids_RL.shape[1] == 64
+    assert torch.allclose(a, r, atol=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_shared_prefix_equals_padded_on_cuda_under_amp():
+    """GRPO's CUDA default: fp32 weights, bf16 autocast forward, boolean-mask SDPA, backward."""
+    b = rollout_batch(pad_multiple=4)
+    m = b.completion_mask_NT.bool().cuda()
+    out = []
+    for fn in (reference, shared):
+        model = tiny_model().cuda().train()
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            if fn is reference:
+                lp = completion_logprobs(model, b.input_ids_NS.cuda(), b.attention_mask_NS.cuda(), b.completion_len,
+                                         chunk_size=64).logp_NT
+            else:
+                lp = shared(model, b).logp_NT
+        lp[m].sum().backward()
+        out.append((lp.detach(), model.lm_head.weight.grad.clone()))
+    assert (out[0][0][m] - out[1][0][m]).abs().max() < 0.05
+    assert torch.allclose(out[0][1], out[1][1], atol=0.05, rtol=0.05)

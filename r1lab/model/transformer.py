@@ -145,9 +145,10 @@ class DeepSeekV3ForCausalLM(nn.Module):
         attention_mask [B, T] (1 = token, 0 = padding, for left/right padded batches); position_ids [B, T].
         ``logits_to_keep`` > 0 computes logits for the last that-many positions only.
         ``attn_mask_B1TT`` (bool, True = may attend) replaces the mask built from doc_ids / attention_mask, which then
-        only mark padding (for the MoE statistics) — for layouts that are not a list of documents, such as a prompt
-        shared by several completions (``rl/shared_prefix.py``).
-        ``logits_at`` (long [M], flat indices into B·T) computes logits only there: ``.logits`` is then [M, V].
+        only mark padding (for the MoE statistics) and give default positions — for layouts that are not a list of
+        documents, such as a prompt shared by several completions (``rl/shared_prefix.py``).
+        ``logits_at`` (long [M], flat indices into B·T) computes logits only there: ``.logits`` is then [M, V]
+        (``logits_to_keep`` is then ignored).
         """
         if logits_at is not None and labels is not None:
             raise ValueError("logits_at computes logits at chosen positions only; it cannot be combined with labels")

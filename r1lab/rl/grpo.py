@@ -26,8 +26,9 @@ Every way this differs from DeepSeekMath / R1 GRPO:
 12. Besides the paper's R1-Zero template, "r1-zero-short" keeps only its "User: …. Assistant:" frame: tiny base
     models pretrained on the built-in corpus (which shows that frame, without the long preamble) get no reward
     at all under the full 183-token template, hence no gradient.
-13. The training forward computes each prompt once per group (``shared_prefix.py``; same log-probs as padded rows),
-    so the MoE bias statistics count prompt tokens once, not G times.
+13. The training forward computes each prompt once per packed row (a group's completions share one or a few rows:
+    ``shared_prefix.py``; same log-probs as padded rows), so the MoE bias statistics count prompt tokens fewer
+    times than G.
 
 Legend: N = B·G completions on this rank.
 """
@@ -329,10 +330,22 @@ def write_samples(path: Path, step: int, batch: RolloutBatch, k: int) -> None:
 # ------------------------------------------------------------------------------------------------ the loop
 def sampler_copy(model: nn.Module, precision) -> nn.Module:
     """The module the sampler runs: the trained model itself, or under autocast (``precision.autocast_dtype``) a
-    frozen copy in that dtype, so decoding runs in bf16 while the optimizer keeps fp32 master weights."""
+    frozen copy whose parameters are in that dtype, so decoding runs in bf16 while the optimizer keeps fp32 master
+    weights. Buffers keep their dtype (HF models' RoPE ``inv_freq`` in bf16 would be off by radians at long
+    positions), and so do our MoE routers' weights, which the trainer uses in fp32: the same experts get picked.
+    The copy is made from the fp32 model, so a second fp32 copy exists for a moment."""
     if precision is None or precision.autocast_dtype is None:
         return model
-    return frozen_copy(model).to(precision.autocast_dtype)
+    from r1lab.model.moe import Router
+
+    copy = frozen_copy(model)
+    for module in copy.modules():
+        if isinstance(module, Router):
+            continue
+        for p in module.parameters(recurse=False):
+            if p.is_floating_point():
+                p.data = p.data.to(precision.autocast_dtype)
+    return copy
 
 
 @torch.no_grad()

@@ -20,7 +20,7 @@ from r1lab.train.models import (frozen_copy, load_causal_lm, load_tokenizer_for,
                                 resolve_precision, save_causal_lm)
 
 RESUME_IGNORED = frozenset({"steps", "resume", "eval_every", "save_every", "keep_last", "log_samples", "max_minutes",
-                            "threads", "sampler", "device"})
+                            "threads", "sampler", "device", "shared_prefix"})  # shared_prefix: same numbers
 
 
 @dataclass

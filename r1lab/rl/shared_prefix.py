@@ -67,21 +67,26 @@ class PackedGroups:
     valid_NT: torch.Tensor
 
     def attention_mask(self) -> torch.Tensor:
-        """Bool [R, 1, L, L]: causal; the prompt sees itself, a completion sees the prompt and itself; a padding
-        position sees only itself (no empty softmax row)."""
-        L = self.seg_RL.shape[1]
-        q_RL1, k_R1L = self.seg_RL[:, :, None], self.seg_RL[:, None, :]
-        causal_LL = torch.ones(L, L, dtype=torch.bool, device=self.seg_RL.device).tril()
-        allow_RLL = causal_LL & ((k_R1L == q_RL1) | (k_R1L == PROMPT_SEGMENT)) & (k_R1L != 0) & (q_RL1 != 0)
-        allow_RLL |= torch.eye(L, dtype=torch.bool, device=self.seg_RL.device)
-        return allow_RLL[:, None]
+        return shared_prefix_mask(self.seg_RL)
+
+
+def shared_prefix_mask(seg_RL: torch.Tensor) -> torch.Tensor:
+    """Bool [R, 1, L, L] (on seg_RL's device): causal; the prompt sees itself, a completion sees the prompt and
+    itself; a padding position sees only itself (no empty softmax row)."""
+    L = seg_RL.shape[1]
+    q_RL1, k_R1L = seg_RL[:, :, None], seg_RL[:, None, :]
+    causal_LL = torch.ones(L, L, dtype=torch.bool, device=seg_RL.device).tril()
+    allow_RLL = causal_LL & ((k_R1L == q_RL1) | (k_R1L == PROMPT_SEGMENT)) & (k_R1L != 0) & (q_RL1 != 0)
+    allow_RLL |= torch.eye(L, dtype=torch.bool, device=seg_RL.device)
+    return allow_RLL[:, None]
 
 
 def pack_groups(input_ids_NS: torch.Tensor, attention_mask_NS: torch.Tensor, completion_mask_NT: torch.Tensor,
-                group_ids_N: torch.Tensor, pad_id: int = 0, max_row_len: int = 0) -> PackedGroups:
+                group_ids_N: torch.Tensor, pad_id: int = 0, max_row_len: int = 0, multiple: int = 1) -> PackedGroups:
     """Packed rows of consecutive rows with the same group id (they must share their prompt): one row per group, or
     several (each with its own copy of the prompt) where ``max_row_len`` > 0 would otherwise be exceeded — a row
-    always takes at least one completion.
+    always takes at least one completion. The packed width is rounded up to a multiple of ``multiple`` (on a GPU
+    repeated shapes let cuDNN attention reuse its plans; padding changes no result).
 
     >>> ids = torch.tensor([[0, 5, 6, 7, 0], [0, 5, 6, 8, 9]])
     >>> p = pack_groups(ids, (ids != 0).long(), torch.tensor([[1.0, 0.0], [1.0, 1.0]]), torch.tensor([3, 3]))
@@ -120,7 +125,7 @@ def pack_groups(input_ids_NS: torch.Tensor, attention_mask_NS: torch.Tensor, com
         pos += range(len(prompt), len(prompt) + length)
         for t in range(length):
             pred_rj[n][t] = (r, len(prompt) - 1 if t == 0 else start + t - 1)
-    L = max(len(ids) for ids, _, _ in rows)
+    L = -(-max(len(ids) for ids, _, _ in rows) // multiple) * multiple
     ids_RL = torch.full((len(rows), L), pad_id, dtype=torch.long)
     seg_RL = torch.zeros((len(rows), L), dtype=torch.long)
     pos_RL = torch.zeros((len(rows), L), dtype=torch.long)
@@ -136,20 +141,24 @@ def pack_groups(input_ids_NS: torch.Tensor, attention_mask_NS: torch.Tensor, com
 
 def shared_prefix_logprobs(model: nn.Module, input_ids_NS: torch.Tensor, attention_mask_NS: torch.Tensor,
                            completion_mask_NT: torch.Tensor, group_ids_N: torch.Tensor, *,
-                           with_entropy: bool = False, max_row_len: int | None = None) -> TokenLogprobs:
+                           with_entropy: bool = False, max_row_len: int | None = None,
+                           multiple: int | None = None) -> TokenLogprobs:
     """Log-probs (and optionally entropies, without grad) of every completion token, 0 past each completion's end.
 
     Same contract as ``completion_logprobs`` (runs under the caller's grad mode); the rows passed are one forward.
-    ``max_row_len`` None = ``ROW_FACTOR`` × the padded row width S (0 = one row per group, however long).
+    ``max_row_len`` None = ``ROW_FACTOR`` × the padded row width S (0 = one row per group, however long);
+    ``multiple`` (packed width rounding) None = 64 on CUDA, 1 elsewhere.
     """
     if max_row_len is None:
         max_row_len = ROW_FACTOR * input_ids_NS.shape[1]
     device = next(model.parameters()).device
     packed = pack_groups(input_ids_NS.cpu(), attention_mask_NS.cpu(), completion_mask_NT.cpu(), group_ids_N.cpu(),
-                         max_row_len=max_row_len)
+                         max_row_len=max_row_len,
+                         multiple=multiple or (64 if device.type == "cuda" else 1))
     valid_NT = packed.valid_NT.to(device)
-    out = model(input_ids=packed.ids_RL.to(device), doc_ids=packed.seg_RL.to(device),
-                position_ids=packed.pos_RL.to(device), attn_mask_B1TT=packed.attention_mask().to(device),
+    seg_RL = packed.seg_RL.to(device)
+    out = model(input_ids=packed.ids_RL.to(device), doc_ids=seg_RL, position_ids=packed.pos_RL.to(device),
+                attn_mask_B1TT=shared_prefix_mask(seg_RL),
                 logits_at=packed.pred_NT.to(device)[valid_NT])  # logits only where a real token is predicted
     logits_1MV = out.logits[None]
     logp_NT = torch.zeros(valid_NT.shape, dtype=torch.float32, device=device)

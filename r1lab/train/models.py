@@ -27,15 +27,6 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """"auto" → bf16 on CUDA, fp32 on CPU; else one of DTYPES (the dtype of inference-only models)."""
-    if name == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    if name not in DTYPES:
-        raise ValueError(f"dtype must be auto | {' | '.join(DTYPES)}, got {name!r}")
-    return DTYPES[name]
-
-
 PRECISIONS = ("auto", "amp", "fp32", "bf16")
 
 
