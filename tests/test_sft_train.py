@@ -105,7 +105,8 @@ def test_compiled_sft_matches_eager(tokenizer_dir, data_file, tmp_path):
 
 
 @pytest.mark.parametrize("lora_r", [0, 4])
-def test_tiny_hf_qwen2_from_config(tokenizer_dir, data_file, tmp_path, lora_r):
+@pytest.mark.parametrize("dtype", ["auto", "amp"])
+def test_tiny_hf_qwen2_from_config(tokenizer_dir, data_file, tmp_path, lora_r, dtype):
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     from r1lab.data.tokenizer import load_tokenizer
@@ -118,10 +119,20 @@ def test_tiny_hf_qwen2_from_config(tokenizer_dir, data_file, tmp_path, lora_r):
     Qwen2ForCausalLM(cfg).save_pretrained(tmp_path / "qwen")
     out = run_sft(SFTConfig(data=data_file, model=str(tmp_path / "qwen"), tokenizer=tokenizer_dir,
                             out_dir=str(tmp_path / "run"), seq_len=256, micro_batch=4, max_steps=4, lr=5e-3,
-                            warmup_steps=0, eval_frac=0.2, lora_r=lora_r))
+                            warmup_steps=0, eval_frac=0.2, lora_r=lora_r, dtype=dtype))
     assert out["steps"] == 4 and out["eval_loss"] < out["eval_loss_first"]
     reloaded = Qwen2ForCausalLM.from_pretrained(out["final_dir"])  # merged LoRA saves as a plain model
     assert reloaded.config.vocab_size == tok.vocab_size
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "run" / "final" / "model.safetensors"), "pt") as f:
+        base = f.get_tensor("model.embed_tokens.weight").dtype
+    # amp: fp32 master weights for a full fine-tune; with LoRA the frozen base is bf16 (CPU "auto" = fp32)
+    assert base == (torch.bfloat16 if dtype == "amp" and lora_r else torch.float32)
+    if lora_r:
+        adapter = next((tmp_path / "run" / "checkpoints").glob("step-*/adapter/adapter_model.safetensors"))
+        with safe_open(str(adapter), "pt") as f:
+            assert all(f.get_tensor(k).dtype == torch.float32 for k in f.keys())  # the trained adapters stay fp32
 
 
 def test_amp_trains_fp32_weights_under_bf16_autocast(tokenizer_dir, data_file, tmp_path):

@@ -109,8 +109,9 @@ class SFTConfig:
     device: str = "auto"
     """auto | cpu | cuda."""
     dtype: str = "auto"
-    """Precision: auto (amp on CUDA, fp32 on CPU) | amp (fp32 master weights, bf16 autocast) | fp32 | bf16 (bf16
-    weights and optimizer state: half the memory, but updates under 2⁻⁸ of a weight are lost)."""
+    """Precision: auto (amp on CUDA, fp32 on CPU) | amp (fp32 master weights, bf16 autocast; with LoRA the frozen
+    base is bf16 and the adapters fp32) | fp32 | bf16 (bf16 weights and optimizer state: half the memory, but
+    updates under 2⁻⁸ of a weight are lost)."""
     seed: int = 0
     """Seed for the data order, the held-out split and model init."""
 
@@ -313,7 +314,9 @@ def run_sft(cfg: SFTConfig) -> dict[str, Any]:
                                    "compile"})
         if diff:
             raise ResumeMismatchError(f"{ckpt}: config differs from the checkpoint's: " + "; ".join(diff))
-    model, ours = prepare_model(cfg, tokenizer, device, precision.param_dtype)
+    # LoRA trains only the adapters (PEFT keeps them fp32): under autocast the frozen base needs no fp32 master copy
+    base_dtype = precision.autocast_dtype if cfg.lora_r > 0 and precision.autocast_dtype else precision.param_dtype
+    model, ours = prepare_model(cfg, tokenizer, device, base_dtype)
     fwd = torch.compile(model, dynamic=True) if cfg.compile else model  # forward only; `model` is what gets saved
     multiple = 64 if device.type == "cuda" else 1  # batch widths rounded up on a GPU (see batch_loss)
     train, held, info = build_datasets(cfg, tokenizer, packed_attention=ours)
