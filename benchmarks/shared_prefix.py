@@ -20,6 +20,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="", help="checkpoint directory (default: the cpu-demo preset, random weights)")
     ap.add_argument("--preset", default="cpu-demo")
+    ap.add_argument("--arch", default="deepseek", choices=["deepseek", "qwen2"],
+                    help="without --model: our preset, or a transformers Qwen2 of the same width and depth")
     ap.add_argument("--prompts", type=int, default=8, help="B")
     ap.add_argument("--group-size", type=int, default=16, help="G")
     ap.add_argument("--prompt-len", type=int, default=100)
@@ -45,10 +47,20 @@ def main() -> None:
 
     precision = resolve_precision(a.dtype, torch.device(a.device))
     dtype, amp = precision.param_dtype, precision.autocast(a.device)
+    torch.manual_seed(0)
     if a.model:
-        model = DeepSeekV3ForCausalLM.from_pretrained(a.model, dtype=dtype, device=a.device)
+        from r1lab.train.models import load_causal_lm
+
+        model = load_causal_lm(a.model, a.device, dtype)
+    elif a.arch == "qwen2":
+        import transformers
+
+        c = DeepSeekV3Config.from_preset(a.preset)
+        model = transformers.Qwen2ForCausalLM(transformers.Qwen2Config(
+            vocab_size=c.vocab_size, hidden_size=c.hidden_size, intermediate_size=c.intermediate_size,
+            num_hidden_layers=c.num_hidden_layers, num_attention_heads=c.num_attention_heads,
+            num_key_value_heads=c.num_attention_heads)).to(device=a.device, dtype=dtype)
     else:
-        torch.manual_seed(0)
         model = DeepSeekV3ForCausalLM(DeepSeekV3Config.from_preset(a.preset)).to(device=a.device, dtype=dtype)
     model.train()
     V = model.config.vocab_size
@@ -98,7 +110,7 @@ def main() -> None:
                         for i in range(0, N, a.micro_batch))
     print(json.dumps({
         "bench": "grpo_training_forward_backward", "device": a.device, "dtype": a.dtype,
-        "model": a.model or a.preset, "B": a.prompts, "G": a.group_size, "micro_batch": a.micro_batch,
+        "model": a.model or f"{a.preset} ({a.arch})", "B": a.prompts, "G": a.group_size, "micro_batch": a.micro_batch,
         "tokens_padded": int(batch.input_ids_NS.numel()),
         "tokens_shared": shared_tokens,
         "padded_s": round(padded_s, 4), "shared_prefix_s": round(shared_s, 4),

@@ -122,11 +122,48 @@ def test_rows_of_one_group_with_different_prompts_are_refused():
         pack_groups(ids, b.attention_mask_NS, b.completion_mask_NT, b.group_ids_N)
 
 
-def test_only_models_with_the_explicit_mask_api_take_the_shared_path():
+def hf_model(arch: str, attn: str):
+    torch.manual_seed(0)
+    kw = dict(vocab_size=V, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+              num_key_value_heads=2, attn_implementation=attn)
+    if arch == "qwen2":
+        return transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**kw))
+    if arch == "qwen3":
+        return transformers.Qwen3ForCausalLM(transformers.Qwen3Config(head_dim=8, **kw))
+    return transformers.LlamaForCausalLM(transformers.LlamaConfig(**kw))
+
+
+def test_which_models_take_the_shared_path():
     assert supports_shared_prefix(tiny_model())
-    cfg = transformers.Qwen2Config(vocab_size=V, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                   num_attention_heads=2, num_key_value_heads=1)
-    assert not supports_shared_prefix(transformers.Qwen2ForCausalLM(cfg))
+    assert supports_shared_prefix(hf_model("qwen2", "sdpa")) and supports_shared_prefix(hf_model("llama", "eager"))
+    gpt2 = transformers.GPT2LMHeadModel(transformers.GPT2Config(vocab_size=V, n_embd=32, n_layer=1, n_head=2))
+    assert not supports_shared_prefix(gpt2)
+
+
+@pytest.mark.parametrize("arch,attn", [("qwen2", "sdpa"), ("qwen2", "eager"), ("qwen3", "sdpa"), ("llama", "sdpa")])
+def test_transformers_models_on_packed_rows_equal_the_padded_reference(arch, attn):
+    """The decoder gets an additive 4D mask (eager attention would add a boolean one as 0/1: wrong logits)."""
+    b = rollout_batch(pad_multiple=4)
+    m = b.completion_mask_NT.bool()
+    w_NT = torch.randn(m.shape, generator=torch.Generator().manual_seed(0)) * m
+    res = []
+    for fn in (reference, shared):
+        model = hf_model(arch, attn).train()
+        lp = fn(model, b).logp_NT
+        (lp * w_NT).sum().backward()
+        res.append((lp.detach(), model.lm_head.weight.grad.clone(), model.model.layers[0].self_attn.q_proj.weight.grad))
+    assert torch.allclose(res[0][0][m], res[1][0][m], atol=1e-5)
+    assert torch.allclose(res[0][1], res[1][1], atol=1e-5) and torch.allclose(res[0][2], res[1][2], atol=1e-5)
+
+
+def test_transformers_packed_rows_under_bf16_autocast():
+    """amp (GRPO's CUDA default) on the CPU: the additive mask follows the autocast dtype."""
+    b = rollout_batch()
+    m = b.completion_mask_NT.bool()
+    model = hf_model("qwen2", "sdpa").eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        ref, got = reference(model, b).logp_NT, shared(model, b).logp_NT
+    assert (ref[m] - got[m]).abs().max() < 0.05
 
 
 def test_logits_at_cannot_be_combined_with_labels():

@@ -166,7 +166,7 @@ class GRPOConfig:
     shared_prefix: bool = True
     """Training forward: pack each prompt's completions into one row so the prompt is computed once per group
     (rl/shared_prefix.py; same log-probs as the padded layout, fewer tokens). Used where the model supports it
-    (our DeepSeek-V3); other models always take the padded layout."""
+    (our DeepSeek-V3; transformers Qwen2/Qwen3/Llama); other models always take the padded layout."""
     device: str = "auto"
     """Device: auto | cpu | cuda."""
     dtype: str = "auto"

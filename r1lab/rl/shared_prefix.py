@@ -22,8 +22,9 @@ backward 1.55× (completions of 25-128 tokens) and 1.9× (14-70) faster than pad
 What changes besides speed: the MoE's per-expert token counts (the aux-loss-free bias statistic) see each prompt once
 instead of G times.
 
-Needs a model whose forward takes ``attn_mask_B1TT`` and ``logits_at`` (our ``DeepSeekV3ForCausalLM``); other models
-keep the reference path (``supports_shared_prefix`` chooses once).
+Runs our ``DeepSeekV3ForCausalLM`` (its forward takes ``attn_mask_B1TT`` and ``logits_at``) and the transformers
+architectures of ``HF_MODEL_TYPES`` (their decoder takes a prepared 4D mask as given); other models keep the
+reference path (``supports_shared_prefix`` chooses once per run).
 
 Legend: N completions, S = P + T (prompt + completion columns of the rollout rows), T completion width, R packed rows,
 L packed length, V vocabulary.
@@ -44,10 +45,35 @@ PROMPT_SEGMENT = 1  # segment id of the prompt; the completions of a row get PRO
 ROW_FACTOR = 2  # a packed row holds at most this many padded rows' width of tokens (see the module docstring)
 
 
-def supports_shared_prefix(model: nn.Module) -> bool:
-    """True when ``model.forward`` takes the explicit attention mask and logit positions this path needs."""
+# transformers architectures whose decoder takes a prepared 4D additive mask as-is (tested: tests/test_shared_prefix.py)
+HF_MODEL_TYPES = ("qwen2", "qwen3", "llama")
+
+
+def _is_ours(model: nn.Module) -> bool:
     params = inspect.signature(model.forward).parameters
     return "attn_mask_B1TT" in params and "logits_at" in params
+
+
+def supports_shared_prefix(model: nn.Module) -> bool:
+    """True for our model (its forward takes an explicit mask and logit positions) and for the transformers
+    architectures in ``HF_MODEL_TYPES`` (their decoder uses a 4D mask as given)."""
+    if _is_ours(model):
+        return True
+    config = getattr(model, "config", None)
+    return getattr(config, "model_type", None) in HF_MODEL_TYPES and hasattr(model, "get_decoder") \
+        and hasattr(model, "get_output_embeddings")
+
+
+def _hf_logits(model: nn.Module, ids_RL: torch.Tensor, pos_RL: torch.Tensor, allow_R1LL: torch.Tensor,
+               flat_M: torch.Tensor) -> torch.Tensor:
+    """A transformers model on packed rows: the decoder with an additive mask (0 / dtype min: a boolean one would be
+    added as 0/1 by eager attention), then the head only at the ``flat_M`` positions of the flattened rows."""
+    device = ids_RL.device
+    dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else \
+        next(model.parameters()).dtype
+    mask = torch.zeros(allow_R1LL.shape, dtype=dtype, device=device).masked_fill(~allow_R1LL, torch.finfo(dtype).min)
+    hidden_RLD = model.get_decoder()(input_ids=ids_RL, attention_mask=mask, position_ids=pos_RL).last_hidden_state
+    return model.get_output_embeddings()(hidden_RLD.reshape(-1, hidden_RLD.shape[-1])[flat_M])
 
 
 @dataclass
@@ -157,10 +183,14 @@ def shared_prefix_logprobs(model: nn.Module, input_ids_NS: torch.Tensor, attenti
                          multiple=multiple or (64 if device.type == "cuda" else 1))
     valid_NT = packed.valid_NT.to(device)
     seg_RL = packed.seg_RL.to(device)
-    out = model(input_ids=packed.ids_RL.to(device), doc_ids=seg_RL, position_ids=packed.pos_RL.to(device),
-                attn_mask_B1TT=shared_prefix_mask(seg_RL),
-                logits_at=packed.pred_NT.to(device)[valid_NT])  # logits only where a real token is predicted
-    logits_1MV = out.logits[None]
+    ids_RL, pos_RL, allow_R1LL = packed.ids_RL.to(device), packed.pos_RL.to(device), shared_prefix_mask(seg_RL)
+    flat_M = packed.pred_NT.to(device)[valid_NT]  # logits only where a real token is predicted
+    if _is_ours(model):
+        logits_MV = model(input_ids=ids_RL, doc_ids=seg_RL, position_ids=pos_RL, attn_mask_B1TT=allow_R1LL,
+                          logits_at=flat_M).logits
+    else:
+        logits_MV = _hf_logits(model, ids_RL, pos_RL, allow_R1LL, flat_M)
+    logits_1MV = logits_MV[None]
     logp_NT = torch.zeros(valid_NT.shape, dtype=torch.float32, device=device)
     logp_NT[valid_NT] = gather_logprobs(logits_1MV, packed.tokens_NT.to(device)[valid_NT][None])[0]
     entropy_NT = None
