@@ -138,6 +138,9 @@ def test_which_models_take_the_shared_path():
     assert supports_shared_prefix(hf_model("qwen2", "sdpa")) and supports_shared_prefix(hf_model("llama", "eager"))
     gpt2 = transformers.GPT2LMHeadModel(transformers.GPT2Config(vocab_size=V, n_embd=32, n_layer=1, n_head=2))
     assert not supports_shared_prefix(gpt2)
+    flash = hf_model("qwen2", "sdpa")
+    flash.config._attn_implementation_internal = "flash_attention_2"  # ignores 4D masks: must take the padded path
+    assert flash.config._attn_implementation == "flash_attention_2" and not supports_shared_prefix(flash)
 
 
 @pytest.mark.parametrize("arch,attn", [("qwen2", "sdpa"), ("qwen2", "eager"), ("qwen3", "sdpa"), ("llama", "sdpa")])

@@ -20,7 +20,7 @@ backward 1.55× (completions of 25-128 tokens) and 1.9× (14-70) faster than pad
 (``benchmarks/shared_prefix.py``, docs/benchmarks.md). Logits are computed only where a real token is predicted.
 
 What changes besides speed: the MoE's per-expert token counts (the aux-loss-free bias statistic) see each prompt once
-instead of G times.
+per packed row instead of G times.
 
 Runs our ``DeepSeekV3ForCausalLM`` (its forward takes ``attn_mask_B1TT`` and ``logits_at``) and the transformers
 architectures of ``HF_MODEL_TYPES`` (their decoder takes a prepared 4D mask as given); other models keep the
@@ -56,12 +56,14 @@ def _is_ours(model: nn.Module) -> bool:
 
 def supports_shared_prefix(model: nn.Module) -> bool:
     """True for our model (its forward takes an explicit mask and logit positions) and for the transformers
-    architectures in ``HF_MODEL_TYPES`` (their decoder uses a 4D mask as given)."""
+    architectures in ``HF_MODEL_TYPES`` running sdpa or eager attention (their decoder uses a 4D mask as given)."""
     if _is_ours(model):
         return True
     config = getattr(model, "config", None)
+    # flash-attention kernels in transformers ignore a 4D mask (they would attend across completions): sdpa/eager only
     return getattr(config, "model_type", None) in HF_MODEL_TYPES and hasattr(model, "get_decoder") \
-        and hasattr(model, "get_output_embeddings")
+        and hasattr(model, "get_output_embeddings") \
+        and getattr(config, "_attn_implementation", None) in ("sdpa", "eager")
 
 
 def _hf_logits(model: nn.Module, ids_RL: torch.Tensor, pos_RL: torch.Tensor, allow_R1LL: torch.Tensor,
