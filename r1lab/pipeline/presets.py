@@ -60,8 +60,8 @@ _CPU: dict[str, dict[str, Any]] = {
     "distill-data": {"n_per_family": 100, "min_rows": 400},
     "r1-reasoning-rl": {"families": EN_ZH, "steps": 20},
     # The rejection-sampling SFT set is R1's big one (§2.3.3: ~800k rows vs thousands for the cold start). At 200
-    # rows (55 kept samples + worked top-up) the SFT-from-base model scored 0.143, at 400 0.179, at 800 0.244
-    # (ninth session, docs/benchmarks.md); most of the added rows are worked solutions, not the RL model's samples.
+    # rows (55 kept samples + worked top-up) the SFT-from-base model scored 0.134, at 400 0.202, at 800 0.235
+    # (benchmarks/r1_sft_rows.py, docs/benchmarks.md); most added rows are worked solutions, not the RL model's samples.
     "r1-reject": {"min_rows": 800},
     "r1": {"families": EN_ZH, "steps": 12},
 }

@@ -131,7 +131,7 @@ def pack_groups(input_ids_NS: torch.Tensor, attention_mask_NS: torch.Tensor, com
     lengths = [int(x) for x in completion_mask_NT.sum(dim=1).round().tolist()]
     groups = group_ids_N.tolist()
     rows: list[tuple[list[int], list[int], list[int]]] = []
-    pred_rj = [[(0, 0)] * T for _ in range(N)]  # (packed row, position in it) predicting token (n, t)
+    where_N3 = []  # per completion: (packed row, prompt length, where the completion starts in the row)
     prompt: list[int] = []
     for n in range(N):
         mine = [t for t, a in zip(ids_N[n][:P], attn_N[n][:P], strict=True) if a]
@@ -147,12 +147,10 @@ def pack_groups(input_ids_NS: torch.Tensor, attention_mask_NS: torch.Tensor, com
             prompt = mine
             rows.append((list(prompt), [PROMPT_SEGMENT] * len(prompt), list(range(len(prompt)))))
         ids, seg, pos = rows[-1]
-        start, r = len(ids), len(rows) - 1
+        where_N3.append((len(rows) - 1, len(prompt), len(ids)))
         ids += ids_N[n][P : P + length]
         seg += [seg[-1] + 1] * length
         pos += range(len(prompt), len(prompt) + length)
-        for t in range(length):
-            pred_rj[n][t] = (r, len(prompt) - 1 if t == 0 else start + t - 1)
     L = -(-max(len(ids) for ids, _, _ in rows) // multiple) * multiple
     ids_RL = torch.full((len(rows), L), pad_id, dtype=torch.long)
     seg_RL = torch.zeros((len(rows), L), dtype=torch.long)
@@ -161,8 +159,11 @@ def pack_groups(input_ids_NS: torch.Tensor, attention_mask_NS: torch.Tensor, com
         ids_RL[r, : len(ids)] = torch.tensor(ids, dtype=torch.long)
         seg_RL[r, : len(seg)] = torch.tensor(seg, dtype=torch.long)
         pos_RL[r, : len(pos)] = torch.tensor(pos, dtype=torch.long)
-    valid_NT = torch.arange(T)[None, :] < torch.tensor(lengths)[:, None]
-    pred_NT = torch.tensor([[r * L + j for r, j in row] for row in pred_rj], dtype=torch.long)
+    t_1T = torch.arange(T)[None, :]
+    valid_NT = t_1T < torch.tensor(lengths)[:, None]
+    # token 0 of a completion is predicted by the prompt's last position, token t > 0 by the completion's token t - 1
+    r_N1, p_N1, start_N1 = torch.tensor(where_N3, dtype=torch.long).reshape(N, 3).split(1, dim=1)
+    pred_NT = (r_N1 * L + torch.where(t_1T == 0, p_N1 - 1, start_N1 + t_1T - 1)) * valid_NT
     tokens_NT = input_ids_NS[:, P:] * valid_NT
     return PackedGroups(ids_RL, seg_RL, pos_RL, pred_NT, tokens_NT, valid_NT)
 

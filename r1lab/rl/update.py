@@ -99,7 +99,8 @@ def reference_logprobs(ref_model: nn.Module, batch: RolloutBatch, micro_batch: i
 def policy_update(model: nn.Module, optimizer: torch.optim.Optimizer, batch: RolloutBatch, adv: Advantages,
                   s: UpdateSettings, *, ref_logp_NT: torch.Tensor | None = None,
                   old_logp_NT: torch.Tensor | None = None, scheduler=None, with_entropy: bool = True,
-                  amp=None) -> tuple[dict[str, float], torch.Tensor]:
+                  amp: contextlib.AbstractContextManager = contextlib.nullcontext()
+                  ) -> tuple[dict[str, float], torch.Tensor]:
     """One optimizer step on ``batch``; returns (stats, π_old used — pass it back for the next inner update).
 
     ``old_logp_NT`` None means "first inner update": π_old is taken from the trainer's own log-probs now
@@ -124,7 +125,7 @@ def policy_update(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Rol
     model.train()
     for lo in range(0, mask_NT.shape[0], s.micro_batch):
         hi = lo + s.micro_batch
-        with amp if amp is not None else contextlib.nullcontext():
+        with amp:
             lp = rows_logprobs(model, batch, lo, min(hi, mask_NT.shape[0]), s.shared_prefix, with_entropy)
         logp_MT = lp.logp_NT
         if first:

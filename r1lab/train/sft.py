@@ -272,15 +272,16 @@ def batch_loss(model, batch: dict[str, torch.Tensor], ours: bool, mtp_weight: fl
 
 
 @torch.no_grad()
-def eval_loss(model, data, cfg: SFTConfig, ours: bool, device, amp=None) -> float:
-    """Token-mean response CE over the held-out rows (forwards under ``amp``, the run's autocast, if given)."""
+def eval_loss(model, data, cfg: SFTConfig, ours: bool, device,
+              amp: contextlib.AbstractContextManager = contextlib.nullcontext()) -> float:
+    """Token-mean response CE over the held-out rows (forwards under ``amp``, the run's autocast)."""
     from r1lab.data.packing import batches
 
     was = model.training
     model.eval()
     total, count = 0.0, 0
     for b in batches(data, cfg.micro_batch, shuffle=False):
-        with amp if amp is not None else contextlib.nullcontext():
+        with amp:
             loss, n = batch_loss(model, {k: v.to(device) for k, v in b.items()}, ours, 0.0,
                                  64 if torch.device(device).type == "cuda" else 1)
         total, count = total + float(loss), count + n
