@@ -31,7 +31,7 @@ def test_valid_jsonl_and_stats(corpus):
     assert all(set(r) == {"text"} and isinstance(r["text"], str) and r["text"].strip() for r in rows)
     assert sum(stats["by_kind"].values()) == len(rows)
     assert set(stats["by_kind"]) == {"direct", "worked", "r1zero", "r1zero_answer", "plain", "facts"}
-    assert stats["problems"] == len(rows) - stats["by_kind"]["plain"] - stats["by_kind"]["facts"]
+    assert stats["problems"] + stats["code_switched"] == len(rows) - stats["by_kind"]["plain"] - stats["by_kind"]["facts"]
     assert stats["chars_total"] == sum(len(r["text"]) for r in rows)
     assert not [f for f in path.parent.iterdir() if f.name.endswith(".tmp")]
 
@@ -116,3 +116,57 @@ def test_facts_documents_are_true_one_digit_facts(corpus):
     # one-digit columns (+ carries/borrows up to 18) and divisions of the times table up to 12 × 9
     assert all(int(n) <= 108 for s in sentences for n in re.findall(r"\d+", s.split(" = ")[0]))
     assert not [p for p in make_split("test", 40, 1, ["arithmetic"]) if f"{p.prompt[8:-1]} = " in " ".join(facts)]
+
+
+def _zh_arithmetic_reasoning(rows):
+    """(question, reasoning) of every Chinese column-arithmetic document that shows a worked solution."""
+    out = []
+    for r in rows:
+        t = r["text"]
+        m = re.fullmatch(r"问题：(.+等于多少？)\n解答：(.+)", t, re.DOTALL) or \
+            re.fullmatch(r"User: (.+等于多少？)\. Assistant: <think> (.+) </think> <answer> .+ </answer>", t, re.DOTALL)
+        if m and not re.fullmatch(r"(The answer is|答案是) \S+[.。]", m.group(2)):
+            out.append((m.group(1), m.group(2)))
+    return out
+
+
+def test_code_switching_adds_english_reasoned_twins(tmp_path):
+    """A share of the Chinese arithmetic questions with a worked solution get a second document reasoned in
+    English (flagged as mixed by the eval's definition); every other document stays exactly as without them."""
+    from collections import Counter
+
+    from r1lab.pipeline.evaluate import is_mixed
+
+    stats, rows = {}, {}
+    for share in (0.0, 0.5, 1.0):
+        path = tmp_path / f"c{share}.jsonl"
+        stats[share] = build_corpus(path, 60, (1,), seed=3, families=["arithmetic_zh", "word"],
+                                    code_switch_share=share)
+        rows[share] = read(path)
+    zh = {share: _zh_arithmetic_reasoning(rows[share]) for share in rows}
+    mixed = {share: [(q, r) for q, r in zh[share] if is_mixed(r, "zh")] for share in zh}
+    chinese = {share: [(q, r) for q, r in zh[share] if not is_mixed(r, "zh")] for share in zh}
+    assert not mixed[0.0] and stats[0.0]["code_switched"] == 0 and len(chinese[0.0]) > 20
+    assert sorted(chinese[1.0]) == sorted(chinese[0.5]) == sorted(chinese[0.0])  # the Chinese solutions all stay
+    assert len(mixed[1.0]) == len(chinese[1.0]) == stats[1.0]["code_switched"]
+    assert 0.25 * len(chinese[0.5]) < len(mixed[0.5]) == stats[0.5]["code_switched"] < 0.75 * len(chinese[0.5])
+    answers = {q: r.rsplit("答案是 ", 1)[1].rstrip("。") for q, r in chinese[1.0]}
+    assert all(r.rsplit("The answer is ", 1)[1].rstrip(".") == answers[q] for q, r in mixed[1.0])  # same problem
+    extra = Counter(r["text"] for r in rows[1.0]) - Counter(r["text"] for r in rows[0.0])
+    assert sum(extra.values()) == stats[1.0]["code_switched"]  # only the twins were added
+    assert not Counter(r["text"] for r in rows[0.0]) - Counter(r["text"] for r in rows[1.0])
+    with pytest.raises(ValueError, match="code_switch_share"):
+        build_corpus(tmp_path / "bad.jsonl", 5, (1,), code_switch_share=1.5)
+
+
+def test_switched_solution_is_the_english_family_solution():
+    import random
+
+    from r1lab.tasks import get_family
+
+    zh = get_family("arithmetic_zh")
+    for p in make_split("train", 10, 2, ["arithmetic_zh"]):
+        s = zh.switched_solution(p, random.Random(0))
+        assert s.endswith(f"The answer is {p.answer}.") and cjk_fraction(s) == 0
+        assert f"{p.meta['a']} {p.meta['op']} {p.meta['b']}" in s
+    assert get_family("word_zh").switched_solution(make_split("train", 1, 1, ["word_zh"])[0], random.Random(0)) is None

@@ -160,6 +160,43 @@ def test_findings_verdicts():
     assert verdicts == ["reproduced", "not reproduced", "not reproduced", "reproduced", "not measured"]
 
 
+def _records(correct_by_problem, mixed_by_problem=None):
+    """Evaluation records: one per problem, its k samples' correctness (and mixing flags)."""
+    mixed_by_problem = mixed_by_problem or [[False] * len(c) for c in correct_by_problem]
+    return [{"uid": f"p{i}", "correct": c, "mixed": m, "cons_correct": sum(c) * 2 > len(c)}
+            for i, (c, m) in enumerate(zip(correct_by_problem, mixed_by_problem))]
+
+
+def test_findings_with_records_mark_gaps_within_noise():
+    """The same point estimates read "reproduced" either way; the paired SE from the records says whether the
+    margin is beyond noise: 40 problems where r1 wins one more sample than r1-zero on one problem (noise) vs r1
+    winning on every problem (clear)."""
+    from r1lab.pipeline.significance import paired, per_problem
+
+    row = dict(model="m", k=4, mean_response_tokens=1.0, wall_seconds=1.0, language_mixing_rate=0.0)
+    zero = [[True, False, False, False] if i % 2 else [True, True, False, False] for i in range(40)]
+    close = [list(c) for c in zero]
+    close[0][3] = True  # one more correct sample on one problem
+    clear = [[True, True, True, False] for _ in range(40)]
+
+    def run(r1_correct):
+        recs = {"r1-zero": _records(zero), "r1": _records(r1_correct)}
+        rows = [dict(row, name=n, **{"pass@1": sum(map(sum, r)) / (4 * 40), "cons@k": 0.0})
+                for n, r in (("r1-zero", zero), ("r1", r1_correct))]
+        return {claim: (v, e) for claim, v, e in findings(rows, recs)}
+
+    noisy = run(close)["R1 pass@1 ≥ R1-Zero pass@1"]
+    assert noisy[0] == "reproduced (within noise)" and "Δ +0.006 ± 0.006 (paired SE, 40 problems)" in noisy[1]
+    sure = run(clear)["R1 pass@1 ≥ R1-Zero pass@1"]
+    assert sure[0] == "reproduced" and "Δ +0.375 ± 0.020" in sure[1]
+    # cons@k vs pass@1 is paired within one stage; zero mixing on both sides is exact, not noise
+    assert run(clear)["R1 language mixing < R1-Zero's"][0] == "not reproduced"
+    d, se, n = paired(per_problem(_records(clear), "cons@k"), per_problem(_records(clear), "pass@1"))
+    assert (round(d, 3), round(se, 3), n) == (0.25, 0.0, 40)
+    mixing = per_problem(_records([[True, True]], [[True, False]]), "mixing")
+    assert mixing == {"p0": 0.5}
+
+
 def test_template_documents_use_the_full_r1_zero_template_on_train_problems_only():
     from r1lab.data.templates import R1_ZERO_TEMPLATE
     from r1lab.pipeline.stages import template_documents
@@ -174,6 +211,12 @@ def test_template_documents_use_the_full_r1_zero_template_on_train_problems_only
     assert 0 < len(answer_only) < len(mixed)  # some reason step by step, most state the answer at once
     with pytest.raises(ValueError, match="template_worked_share"):
         template_documents(10, [1], 0.5, seed=0, worked_share=1.5)
+    # code-switching: each worked think block of a Chinese arithmetic question gets an English-reasoned twin
+    switched = template_documents(30, [1], 0.5, seed=0, worked_share=1.0, code_switch_share=1.0)
+    plain = template_documents(30, [1], 0.5, seed=0, worked_share=1.0)
+    twins = [d for d in switched if "等于多少？" in d and "digit by digit" in d]
+    assert [d for d in switched if d not in twins] == plain
+    assert len(twins) == sum("等于多少？" in d and "逐位" in d for d in plain) > 0
 
 
 def test_set_overrides_apply_after_the_preset_and_are_validated():

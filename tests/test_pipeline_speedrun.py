@@ -70,3 +70,6 @@ def test_tiny_full_speedrun_killed_in_pretrain_resumes_and_reports(tmp_path):
     for name in ("base", "r1-zero", "r1", "distill-student", "rl-only-student"):
         assert name in names
     assert (out / "report" / "report.md").exists() and list((out / "report").glob("rl_*.png"))
+    # the findings read the eval stages' per-problem records: each measured gap comes with its paired SE
+    report = (out / "report" / "report.md").read_text(encoding="utf-8")
+    assert report.count("paired SE, ") >= 4, report

@@ -28,12 +28,23 @@ nothing to select (docs/benchmarks.md, seventh and eighth sessions). It is a pro
 here by ``DEFAULT_MIX`` and visible in its statistics, not a change to the evaluation. Set
 mix={"r1zero": 0, "r1zero_answer": 0} to leave the format entirely to RL/SFT.
 
+Code-switching (``code_switch_share``, default a quarter): for that share of the problems whose family can reason
+in another language (``Family.switched_solution``; today ``arithmetic_zh``, whose English column solution exists)
+and whose document shows a worked solution, the corpus holds one more document of the same kind with that
+solution — a Chinese question reasoned about in English, as multilingual web text does and as DeepSeek-R1-Zero's
+chains of thought do (§2.2.4 "language mixing"). Without it the tiny base never mixes languages, so R1-Zero has
+none to inherit and R1's language-consistency reward and one-language filters have nothing to remove
+(docs/benchmarks.md, tenth session). The extra documents are added, not swapped in: replacing a quarter of the
+Chinese worked solutions cut the base's Chinese arithmetic from 0.113 to 0.035 pass@1. ``code_switch_share=0``
+gives the corpus as before, byte for byte.
+
 Plain arithmetic facts are only stated for pairs whose arithmetic problem is in the train split, so they never
 leak a val/test answer. Nothing is copied from external text; every sentence comes from templates here.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 from collections import Counter
@@ -41,8 +52,9 @@ from collections.abc import Mapping, Sequence
 
 from r1lab.data.stream import write_jsonl_atomic  # re-exported: stages import it from here
 from r1lab.tasks import Problem, make_split, split_of
-from r1lab.tasks.base import answer_sentence, content_uid, reference_completion
+from r1lab.tasks.base import Family, answer_sentence, content_uid, reference_completion
 
+CODE_SWITCH_SHARE = 0.25  # share of code-switchable problems whose reasoning is written in the other language
 DEFAULT_MIX = {"direct": 0.1, "worked": 0.4, "r1zero": 0.2, "r1zero_answer": 0.05, "plain": 0.05, "facts": 0.2}
 PROBLEM_KINDS = ("direct", "worked", "r1zero", "r1zero_answer")
 
@@ -86,6 +98,31 @@ def template_body(problem: Problem, worked: bool) -> str:
     if worked:
         return reference_completion(problem)
     return f"<think> {answer_sentence(problem.answer, problem.lang)} </think> <answer> {problem.answer} </answer>"
+
+
+def code_switch(problem: Problem, rng: random.Random, share: float) -> Problem:
+    """The problem with its worked solution reasoned in the other language, for a seeded ``share`` of the
+    problems whose family has one (``Family.switched_solution``); otherwise the problem unchanged. Draws from
+    ``rng`` only for those problems, so other families' documents do not move when the share changes.
+
+    >>> from r1lab.tasks import make_split
+    >>> p = make_split("train", 1, 1, ["arithmetic_zh"])[0]
+    >>> code_switch(p, random.Random(0), 1.0).solution.endswith(f"The answer is {p.answer}.")
+    True
+    >>> code_switch(p, random.Random(0), 0.0) is p
+    True
+    """
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"code_switch_share must be in [0, 1], got {share}")
+    if share == 0.0:
+        return problem
+    from r1lab.tasks import get_family
+
+    fam = get_family(problem.family)
+    if type(fam).switched_solution is Family.switched_solution or rng.random() >= share:
+        return problem
+    solution = fam.switched_solution(problem, rng)
+    return problem if solution is None else dataclasses.replace(problem, solution=solution)
 
 
 def one_digit_fact(rng: random.Random) -> str:
@@ -213,13 +250,15 @@ def train_problems(n_per_family: int, difficulty_levels: Sequence[int], seed: in
 
 def build_corpus(out_path: str | os.PathLike, n_per_family: int = 200, difficulty_levels: Sequence[int] = (1, 2),
                  seed: int = 0, mix: Mapping[str, float] | None = None,
-                 families: list[str] | None = None) -> dict:
+                 families: list[str] | None = None, code_switch_share: float = CODE_SWITCH_SHARE) -> dict:
     """Write the pretraining corpus JSONL and return its statistics.
 
     Every train problem of every level becomes one document of a problem kind drawn by the mix; plain documents
     and facts documents are added so they make up the mix's "plain" and "facts" shares; documents are shuffled
-    (seeded). Deterministic in all arguments. Returns {"path", "documents", "problems", "by_kind", "by_family", "by_lang", "chars_total",
-    "chars_mean", "chars_max", "difficulty_levels", "seed", "mix"}.
+    (seeded); a ``code_switch_share`` of the code-switchable problems with a worked or think-block document get
+    a second one reasoned in the other language (see the module docstring). Deterministic in all arguments. Returns {"path",
+    "documents", "problems", "by_kind", "by_family", "by_lang", "code_switched", "chars_total", "chars_mean",
+    "chars_max", "difficulty_levels", "seed", "mix", "code_switch_share"}.
     """
     weights = check_mix(mix)
     levels = list(difficulty_levels)
@@ -228,13 +267,18 @@ def build_corpus(out_path: str | os.PathLike, n_per_family: int = 200, difficult
     problems = train_problems(n_per_family, levels, seed, families)
     rng = random.Random(f"r1lab.corpus:{seed}")
     kinds = [k for k in PROBLEM_KINDS if weights[k] > 0]
+    switch_rng = random.Random(f"r1lab.corpus.code-switch:{seed}")  # own stream: share 0 = the corpus as before
     docs: list[tuple[str, str, str]] = []  # (kind, family, text)
+    switched = 0
     for p in problems:
         kind = rng.choices(kinds, weights=[weights[k] for k in kinds])[0]
         docs.append((kind, p.family, render(p, kind)))
+        if kind in ("worked", "r1zero") and (q := code_switch(p, switch_rng, code_switch_share)) is not p:
+            docs.append((kind, p.family, render(q, kind)))  # an extra document: the same problem, reasoned in English
+            switched += 1
     problem_share = sum(weights[k] for k in PROBLEM_KINDS)
-    n_plain = round(len(docs) * weights["plain"] / problem_share)
-    n_facts = round(len(docs) * weights["facts"] / problem_share)
+    n_plain = round(len(problems) * weights["plain"] / problem_share)  # code-switched extras do not count
+    n_facts = round(len(problems) * weights["facts"] / problem_share)
     zh_share = sum(p.lang == "zh" for p in problems) / max(len(problems), 1)
     for _ in range(n_plain):
         lang = "zh" if rng.random() < zh_share else "en"
@@ -251,10 +295,12 @@ def build_corpus(out_path: str | os.PathLike, n_per_family: int = 200, difficult
         "by_kind": dict(Counter(k for k, _, _ in docs)),
         "by_family": dict(Counter(f for _, f, _ in docs)),
         "by_lang": dict(Counter(p.lang for p in problems)),
+        "code_switched": switched,
         "chars_total": sum(lengths),
         "chars_mean": sum(lengths) / max(len(lengths), 1),
         "chars_max": max(lengths, default=0),
         "difficulty_levels": levels,
         "seed": seed,
         "mix": weights,
+        "code_switch_share": code_switch_share,
     }

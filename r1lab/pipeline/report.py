@@ -11,7 +11,8 @@ language mixing, mean response length and wall time. The report states which of 
 4. R1 mixes languages less than R1-Zero (the point of the language-consistency reward);
 5. the distilled student beats the same student trained by RL alone (paper §4.1: 72.6 vs 47.0).
 
-A finding whose stages did not run is "not measured". Nothing here changes how stages are evaluated.
+A finding whose stages did not run is "not measured"; one whose margin is under two paired standard errors is
+marked "(within noise)" (``r1lab.pipeline.significance``). Nothing here changes how stages are evaluated.
 
 ``wall_seconds`` of a stage row = the wall time of every non-eval stage its model depends on (transitively),
 i.e. the cost of producing that model from scratch in this run.
@@ -20,11 +21,13 @@ i.e. the cost of producing that model from scratch in this run.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from r1lab.pipeline.recipes import REPORTED
 from r1lab.pipeline.rundir import RUN_JSON, read_done, write_json_atomic
+from r1lab.pipeline.significance import describe, paired, per_problem, read_records, within_noise
 
 RESULT_KEYS = ("name", "model", "pass@1", "cons@k", "k", "mean_response_tokens", "language_mixing_rate",
                "wall_seconds")
@@ -61,10 +64,13 @@ def collect(run_dir: str | Path) -> dict[str, Any]:
     specs = {s["name"]: s for s in run["stages"]}
     done = {name: rec for name in specs if (rec := read_done(run_dir / name)) is not None}
     rows = []
+    records = {}
     for eval_stage, label in REPORTED.items():
         rec = done.get(eval_stage)
         if rec is None:
             continue
+        if recs := read_records(run_dir / eval_stage / "records.jsonl"):
+            records[label] = recs
         art = rec["artifacts"]
         model_stage = specs[eval_stage]["inputs"]["model"]
         cost = sum(done[s]["wall_seconds"] for s in lineage(model_stage, specs)
@@ -73,7 +79,7 @@ def collect(run_dir: str | Path) -> dict[str, Any]:
                      "cons@k": float(art["cons@k"]), "k": int(art["k"]),
                      "mean_response_tokens": float(art["mean_response_tokens"]),
                      "language_mixing_rate": float(art["language_mixing_rate"]), "wall_seconds": float(cost)})
-    return {"run": run, "specs": specs, "done": done, "rows": rows}
+    return {"run": run, "specs": specs, "done": done, "rows": rows, "records": records}
 
 
 def results_json(preset: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -87,33 +93,58 @@ def results_json(preset: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {"preset": str(preset), "stages": [{k: row[k] for k in RESULT_KEYS} for row in rows]}
 
 
-def findings(rows: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
-    """(claim, verdict "reproduced" | "not reproduced" | "not measured", evidence) for the five findings."""
+def findings(rows: list[dict[str, Any]],
+             records: Mapping[str, Sequence[Mapping[str, Any]]] | None = None) -> list[tuple[str, str, str]]:
+    """(claim, verdict, evidence) for the five findings. The verdict is "reproduced" | "not reproduced" (from the
+    point estimates in ``rows``) | "not measured"; with the stages' evaluation ``records`` (row name → per-problem
+    records) the evidence adds the paired gap Δ ± SE and the verdict " (within noise)" when the claim's margin is
+    under two standard errors (``r1lab.pipeline.significance``)."""
     by = {r["name"]: r for r in rows}
+    recs = records or {}
 
     def get(name: str, key: str) -> float | None:
         return round(by[name][key], 3) if name in by else None
 
-    def verdict(ok: bool | None) -> str:
-        return "not measured" if ok is None else ("reproduced" if ok else "not reproduced")
+    def gap(a: str, metric_a: str, b: str, metric_b: str, need: float = 0.0) -> tuple[float, float, str] | None:
+        """(margin of "a − b ≥ need", SE, text) from the records of stages a and b, or None without records."""
+        if a not in recs or b not in recs:
+            return None
+        d, se, n = paired(per_problem(recs[a], metric_a), per_problem(recs[b], metric_b))
+        return (d - need, se, describe(d, se, n)) if n else None
+
+    def verdict(ok: bool | None, gaps: Sequence[tuple[float, float, str] | None] = ()) -> str:
+        if ok is None:
+            return "not measured"
+        noisy = any(g is not None and within_noise(g[0], g[1]) for g in gaps)
+        return ("reproduced" if ok else "not reproduced") + (" (within noise)" if noisy else "")
+
+    def evidence(text: str, g: tuple[float, float, str] | None) -> str:
+        return f"{text}; {g[2]}" if g is not None and g[2] else text
 
     out = []
     b, z = get("base", "pass@1"), get("r1-zero", "pass@1")
     ok = None if b is None or z is None else z >= b + 0.25
-    out.append(("R1-Zero pass@1 ≥ base + 25 points", verdict(ok), f"base {b}, r1-zero {z}"))
+    g = gap("r1-zero", "pass@1", "base", "pass@1", 0.25)
+    out.append(("R1-Zero pass@1 ≥ base + 25 points", verdict(ok, [g]), evidence(f"base {b}, r1-zero {z}", g)))
     pairs = [(r["name"], r["pass@1"], r["cons@k"]) for r in rows if r["name"] in ("r1-zero", "r1")]
     ok = None if not pairs else all(c >= p for _, p, c in pairs)
-    out.append(("cons@k ≥ pass@1 (r1-zero, r1)", verdict(ok),
-                ", ".join(f"{n}: pass@1 {p:.3f}, cons@k {c:.3f}" for n, p, c in pairs) or "-"))
+    gs = [gap(n, "cons@k", n, "pass@1") for n, _, _ in pairs]
+    out.append(("cons@k ≥ pass@1 (r1-zero, r1)", verdict(ok, gs),
+                ", ".join(evidence(f"{n}: pass@1 {p:.3f}, cons@k {c:.3f}", g_)
+                          for (n, p, c), g_ in zip(pairs, gs)) or "-"))
     r = get("r1", "pass@1")
     ok = None if r is None or z is None else r >= z
-    out.append(("R1 pass@1 ≥ R1-Zero pass@1", verdict(ok), f"r1 {r}, r1-zero {z}"))
+    g = gap("r1", "pass@1", "r1-zero", "pass@1")
+    out.append(("R1 pass@1 ≥ R1-Zero pass@1", verdict(ok, [g]), evidence(f"r1 {r}, r1-zero {z}", g)))
     rm, zm = get("r1", "language_mixing_rate"), get("r1-zero", "language_mixing_rate")
     ok = None if rm is None or zm is None else rm < zm
-    out.append(("R1 language mixing < R1-Zero's", verdict(ok), f"r1 {rm}, r1-zero {zm}"))
+    g = gap("r1-zero", "mixing", "r1", "mixing")
+    out.append(("R1 language mixing < R1-Zero's", verdict(ok, [g]), evidence(f"r1 {rm}, r1-zero {zm}", g)))
     d, o = get("distill-student", "pass@1"), get("rl-only-student", "pass@1")
     ok = None if d is None or o is None else d > o
-    out.append(("distilled student > RL-only student (pass@1)", verdict(ok), f"distill {d}, rl-only {o}"))
+    g = gap("distill-student", "pass@1", "rl-only-student", "pass@1")
+    out.append(("distilled student > RL-only student (pass@1)", verdict(ok, [g]),
+                evidence(f"distill {d}, rl-only {o}", g)))
     return out
 
 
@@ -186,10 +217,12 @@ def render_markdown(data: dict[str, Any], plots: dict[str, str], note: str = "")
         lines.append(f"| {r['name']} | {r['pass@1']:.3f} | {r['cons@k']:.3f} | {r['k']} | "
                      f"{r['language_mixing_rate']:.3f} | {r['mean_response_tokens']:.1f} | {r['wall_seconds']:.0f} |")
     lines += ["", "## Did the papers' findings reproduce?", "", "| finding | verdict | evidence |", "|---|---|---|"]
-    for claim, verdict, evidence in findings(rows):
+    for claim, verdict, evidence in findings(rows, data.get("records")):
         lines.append(f"| {claim} | **{verdict}** | {evidence} |")
     lines += ["", "Verdicts come from the evaluation above as run; nothing was tuned to make them pass. Tiny models, "
-              "few RL steps and ~100 test problems make these numbers noisy (k samples per problem, temperature 0.6).",
+              "few RL steps and ~100 test problems make these numbers noisy (k samples per problem, temperature 0.6): "
+              "Δ ± SE is the paired gap over the same test problems, and \"within noise\" marks a claim whose margin "
+              "is under two standard errors (`r1lab.pipeline.significance`).",
               "", "## Stages", "", "| stage | kind | wall s | notes |", "|---|---|---|---|"]
     for name, spec in data["specs"].items():
         rec = done.get(name)
@@ -224,6 +257,6 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None, note: s
     (out / "report.md").write_text(render_markdown(data, plots, note), encoding="utf-8")
     print(f"report: {out / 'report.md'} ({len(plots)} plots, {len(data['rows'])} evaluated stages)", flush=True)
     return {"report": str(out / "report.md"), "results": str(out / "results.json"), "plots": sorted(plots.values()),
-            "findings": [list(f) for f in findings(data["rows"])]}
+            "findings": [list(f) for f in findings(data["rows"], data["records"])]}
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from r1lab.data.corpus import CODE_SWITCH_SHARE
 from r1lab.pipeline.rundir import StageContext
 
 
@@ -49,22 +50,35 @@ class TokenizerStage:
     sentence ("<think> The answer is 85. </think>"), like the corpus's own "r1zero"/"r1zero_answer" mix (see
     ``r1lab.data.corpus``): the base model mostly answers at once and sometimes reasons, and R1-Zero's RL can
     learn which pays."""
+    code_switch_share: float = CODE_SWITCH_SHARE
+    """Share of the code-switchable problems (a Chinese arithmetic question) with a worked solution that also get
+    a document reasoned in English, in the corpus and among the template documents (``r1lab.data.corpus``,
+    "Code-switching"): the base then mixes languages now and then, as DeepSeek-V3-Base does, which gives R1's
+    one-language filters and language-consistency reward something to remove. 0 = no such documents."""
     seed: int = 0
     """Corpus seed."""
 
 
 def template_documents(n_per_family: int, levels: list[int], share: float, seed: int,
-                       worked_share: float = 1.0) -> list[str]:
+                       worked_share: float = 1.0, code_switch_share: float = 0.0) -> list[str]:
     """Full-R1-Zero-template documents for a seeded ``share`` of the train problems (train split only); a seeded
-    ``worked_share`` of them show the worked solution in the think block, the rest only the answer sentence."""
-    from r1lab.data.corpus import template_body, train_problems
+    ``worked_share`` of them show the worked solution in the think block, the rest only the answer sentence;
+    worked ones get a code-switched twin like the corpus's (``code_switch_share``)."""
+    from r1lab.data.corpus import code_switch, template_body, train_problems
     from r1lab.data.templates import r1_zero_prompt
 
     if not 0.0 <= worked_share <= 1.0:
         raise ValueError(f"template_worked_share must be in [0, 1], got {worked_share}")
     rng = random.Random(f"template-docs:{seed}")
+    switch_rng = random.Random(f"template-docs.code-switch:{seed}")
     problems = [p for p in train_problems(n_per_family, levels, seed, None) if rng.random() < share]
-    return [f"{r1_zero_prompt(p.prompt)} {template_body(p, rng.random() < worked_share)}" for p in problems]
+    out = []
+    for p in problems:
+        worked = rng.random() < worked_share
+        out.append(f"{r1_zero_prompt(p.prompt)} {template_body(p, worked)}")
+        if worked and (q := code_switch(p, switch_rng, code_switch_share)) is not p:
+            out.append(f"{r1_zero_prompt(q.prompt)} {template_body(q, True)}")  # the same problem, other language
+    return out
 
 
 def run_tokenizer(ctx: StageContext) -> dict[str, Any]:
@@ -74,15 +88,17 @@ def run_tokenizer(ctx: StageContext) -> dict[str, Any]:
     c = _cfg(TokenizerStage, ctx)
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     corpus = ctx.out_dir / "corpus.jsonl"
-    stats = build_corpus(corpus, n_per_family=c.n_per_family, difficulty_levels=list(c.levels), seed=c.seed)
+    stats = build_corpus(corpus, n_per_family=c.n_per_family, difficulty_levels=list(c.levels), seed=c.seed,
+                         code_switch_share=c.code_switch_share)
     extra = template_documents(c.n_per_family, list(c.levels), c.template_share, c.seed,
-                               c.template_worked_share) if c.template_share else []
+                               c.template_worked_share, c.code_switch_share) if c.template_share else []
     if extra:
         rows = [json.loads(line) for line in corpus.read_text(encoding="utf-8").splitlines() if line.strip()]
         rows += [{"text": t} for t in extra]
         random.Random(c.seed).shuffle(rows)
         write_jsonl_atomic(rows, corpus)
-    print(f"corpus: {stats['documents']:,} documents + {len(extra):,} full-template documents → {corpus}", flush=True)
+    print(f"corpus: {stats['documents']:,} documents ({stats['code_switched']:,} code-switched) + {len(extra):,} "
+          f"full-template documents → {corpus}", flush=True)
     tok = ensure_tokenizer(None, [str(corpus)], ctx.out_dir, c.vocab_size)
     return {"corpus": str(corpus), "tokenizer_dir": tok, "documents": stats["documents"] + len(extra),
             "template_documents": len(extra)}

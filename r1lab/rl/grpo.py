@@ -381,6 +381,9 @@ def run_grpo(cfg: GRPOConfig) -> dict[str, Any]:
     sampler = make_sampler(sampling_model, tokenizer, cfg.sampler, max_model_len=longest + cfg.max_new_tokens + 8,
                            max_batch_size=min(256, max(8, cfg.prompts_per_step * cfg.group_size)),
                            compile=cfg.compile_sampler)
+    # The reference keeps the trainer's precision (fp32 master weights under amp), unlike the sampler's copy: in
+    # bf16 its embeddings would put the residual stream in bf16, and π_ref would differ from π_θ by the ~0.08
+    # nats/token bf16 gap (benchmarks/logprob_mismatch.py) — more than the KL it is there to measure.
     ref_model = None
     if cfg.beta > 0:
         ref_model = run.ref_model if run.ref_model is not None else frozen_copy(model)

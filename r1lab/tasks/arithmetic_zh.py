@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 
-from r1lab.tasks.arithmetic import Phrases, sample_operands, solve
+from r1lab.tasks.arithmetic import EN, Phrases, sample_operands, solve
 from r1lab.tasks.base import Family, Problem
 
 ZH = Phrases(
@@ -48,3 +48,15 @@ class ArithmeticZhFamily(Family):
         r, solution = solve(a, op, b, ZH, rng, self.lang)
         prompt = ZH.question.format(expr=f"{a} {op} {b}")
         return self.make(f"{a}{op}{b}", prompt, str(r), solution, difficulty, {"a": a, "op": op, "b": b})
+
+    def switched_solution(self, problem: Problem, rng: random.Random) -> str | None:
+        """The English column solution of the same problem: a Chinese question reasoned about in English.
+
+        >>> fam = ArithmeticZhFamily()
+        >>> p = fam.generate(random.Random(1), 1)
+        >>> s = fam.switched_solution(p, random.Random(0))
+        >>> s.endswith("The answer is " + p.answer + "."), "位" in s
+        (True, False)
+        """
+        m = problem.meta
+        return solve(m["a"], m["op"], m["b"], EN, rng, "en")[1]

@@ -186,6 +186,12 @@ class Family(abc.ABC):
         return Problem(family=self.name, uid=uid, prompt=prompt, answer=answer,
                        solution=solution, lang=self.lang, difficulty=difficulty, meta=dict(meta or {}))
 
+    def switched_solution(self, problem: Problem, rng: random.Random) -> str | None:
+        """The worked solution reasoned in another language than the problem's (code-switching, as in web text
+        and in DeepSeek-R1-Zero's chains of thought), or None when the family has none. Used only by the
+        pretraining corpus (``r1lab.data.corpus``, ``code_switch_share``)."""
+        return None
+
     def check(self, answer: str | None, problem: Problem) -> bool:
         """Is the extracted final answer correct for `problem`?"""
         return equal_to_gold(answer, problem.answer)
