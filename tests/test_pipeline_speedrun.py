@@ -73,3 +73,12 @@ def test_tiny_full_speedrun_killed_in_pretrain_resumes_and_reports(tmp_path):
     # the findings read the eval stages' per-problem records: each measured gap comes with its paired SE
     report = (out / "report" / "report.md").read_text(encoding="utf-8")
     assert report.count("paired SE, ") >= 4, report
+    # benchmarks/language_mixing.py reads the finished run: one line per model, then the paired comparison
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    res = subprocess.run([sys.executable, "benchmarks/language_mixing.py", "--run", str(out), "--n-per-family", "1",
+                          "--max-tokens", "8"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    lines = [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]
+    assert [d.get("model") for d in lines[:3]] == ["base", "r1-zero", "r1"]
+    assert all(d["samples"] == 8 and 0.0 <= d["mixing_rate"] <= 1.0 for d in lines[:3])
+    assert lines[3]["compare"] == "r1-zero minus r1" and lines[3]["problems"] == 2
