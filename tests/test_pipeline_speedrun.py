@@ -2,7 +2,7 @@
 rerun skips finished stages, resumes the interrupted one from its checkpoint and finishes.
 
 One test runs the r1-zero recipe (tokenizer → pretrain → eval → GRPO → eval) and kills it inside GRPO; the other
-runs the whole speedrun recipe (23 stages, ~1 min) and kills it inside pretraining. Subprocesses use one thread
+runs the whole speedrun recipe (26 stages, ~1 min) and kills it inside pretraining. Subprocesses use one thread
 (OMP_NUM_THREADS=1): on 2 shared cores oversubscribed torch threads are many times slower.
 """
 
@@ -69,6 +69,9 @@ def test_tiny_full_speedrun_killed_in_pretrain_resumes_and_reports(tmp_path):
     names = [s["name"] for s in results["stages"]]
     for name in ("base", "r1-zero", "r1", "distill-student", "rl-only-student"):
         assert name in names
+    # every R1 stage has its own row, in recipe order, before the final model
+    assert names[names.index("r1-zero") + 1: names.index("r1") + 1] == [
+        "r1-cold-start-sft", "r1-reasoning-rl", "r1-rejection-sft", "r1"]
     assert (out / "report" / "report.md").exists() and list((out / "report").glob("rl_*.png"))
     # the findings read the eval stages' per-problem records: each measured gap comes with its paired SE
     report = (out / "report" / "report.md").read_text(encoding="utf-8")

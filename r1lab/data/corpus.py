@@ -34,9 +34,10 @@ and whose document shows a worked solution, the corpus holds one more document o
 solution — a Chinese question reasoned about in English, as multilingual web text does and as DeepSeek-R1-Zero's
 chains of thought do (§2.2.4 "language mixing"). Without it the tiny base never mixes languages, so R1-Zero has
 none to inherit and R1's language-consistency reward and one-language filters have nothing to remove
-(docs/benchmarks.md, tenth session). The extra documents are added, not swapped in: replacing a quarter of the
-Chinese worked solutions cut the base's Chinese arithmetic from 0.113 to 0.035 pass@1. ``code_switch_share=0``
-gives the corpus as before, byte for byte.
+(docs/benchmarks.md, tenth session). The extra documents are added, not swapped in (with a quarter of the Chinese
+solutions replaced, the base already mixed as often as R1-Zero did; with twins added it does not, and R1-Zero's
+RL brings the mixing in). The cost, measured either way: the base's Chinese column arithmetic under the R1-Zero
+template fell from 0.113 to 0.035 pass@1. ``code_switch_share=0`` gives the corpus as before, byte for byte.
 
 Plain arithmetic facts are only stated for pairs whose arithmetic problem is in the train split, so they never
 leak a val/test answer. Nothing is copied from external text; every sentence comes from templates here.
@@ -54,7 +55,7 @@ from r1lab.data.stream import write_jsonl_atomic  # re-exported: stages import i
 from r1lab.tasks import Problem, make_split, split_of
 from r1lab.tasks.base import Family, answer_sentence, content_uid, reference_completion
 
-CODE_SWITCH_SHARE = 0.25  # share of code-switchable problems whose reasoning is written in the other language
+CODE_SWITCH_SHARE = 0.25  # share of code-switchable problems that also get a document reasoned in the other language
 DEFAULT_MIX = {"direct": 0.1, "worked": 0.4, "r1zero": 0.2, "r1zero_answer": 0.05, "plain": 0.05, "facts": 0.2}
 PROBLEM_KINDS = ("direct", "worked", "r1zero", "r1zero_answer")
 
@@ -256,10 +257,12 @@ def build_corpus(out_path: str | os.PathLike, n_per_family: int = 200, difficult
     Every train problem of every level becomes one document of a problem kind drawn by the mix; plain documents
     and facts documents are added so they make up the mix's "plain" and "facts" shares; documents are shuffled
     (seeded); a ``code_switch_share`` of the code-switchable problems with a worked or think-block document get
-    a second one reasoned in the other language (see the module docstring). Deterministic in all arguments. Returns {"path",
-    "documents", "problems", "by_kind", "by_family", "by_lang", "code_switched", "chars_total", "chars_mean",
-    "chars_max", "difficulty_levels", "seed", "mix", "code_switch_share"}.
+    a second one reasoned in the other language (see the module docstring). Deterministic in all arguments.
+    Returns {"path", "documents", "problems", "by_kind", "by_family", "by_lang", "code_switched", "chars_total",
+    "chars_mean", "chars_max", "difficulty_levels", "seed", "mix", "code_switch_share"}.
     """
+    if not 0.0 <= code_switch_share <= 1.0:
+        raise ValueError(f"code_switch_share must be in [0, 1], got {code_switch_share}")
     weights = check_mix(mix)
     levels = list(difficulty_levels)
     if not levels:

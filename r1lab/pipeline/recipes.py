@@ -106,10 +106,13 @@ R1_ZERO = (
 R1 = (
     S("cold-start-data", "cold_start", {}, {"model": "r1-zero"}),
     S("r1-cold-sft", "sft", {}, {"model": "pretrain", "data": "cold-start-data"}),
+    S("eval-r1-cold-sft", "eval", {"template": "r1"}, {"model": "r1-cold-sft"}),
     S("r1-reasoning-rl", "grpo", {"reward_weights": {"accuracy": 1.0, "format": 0.2, "language": 0.2},
                                   "template": "r1"}, {"model": "r1-cold-sft"}),
+    S("eval-r1-reasoning-rl", "eval", {"template": "r1"}, {"model": "r1-reasoning-rl"}),
     S("r1-reject", "reject", {"template": "r1", "non_reasoning": True}, {"model": "r1-reasoning-rl"}),
     S("r1-sft", "sft", {}, {"model": "pretrain", "data": "r1-reject"}),  # from the BASE model (§2.3.3)
+    S("eval-r1-sft", "eval", {"template": "r1"}, {"model": "r1-sft"}),
     S("reward-model", "reward_model", {}, {"model": "pretrain", "data": "r1-reject"}),
     S("r1", "grpo", {"reward_weights": {"accuracy": 1.0, "format": 0.2, "language": 0.2, MODEL_REWARD: 0.2},
                      "template": "r1"}, {"model": "r1-sft", "reward_model": "reward-model"}),
@@ -139,9 +142,12 @@ RECIPES: dict[str, Recipe] = {
                        BASE + R1_ZERO + R1 + DISTILL + REPORT),
 }
 
-# Stage-name → results.json stage name (the eval stage that measures it).
-REPORTED = {"eval-base": "base", "eval-r1-zero": "r1-zero", "eval-r1": "r1", "eval-distill-student": "distill-student",
-            "eval-rl-only-student": "rl-only-student", "eval-distill-qwen2": "distill-qwen2"}
+# Eval stage name → results.json stage name, in the report's row order: each R1 stage is measured on its own (the
+# issue's "table by stage"), "r1" is the recipe's final model.
+REPORTED = {"eval-base": "base", "eval-r1-zero": "r1-zero", "eval-r1-cold-sft": "r1-cold-start-sft",
+            "eval-r1-reasoning-rl": "r1-reasoning-rl", "eval-r1-sft": "r1-rejection-sft", "eval-r1": "r1",
+            "eval-distill-student": "distill-student", "eval-rl-only-student": "rl-only-student",
+            "eval-distill-qwen2": "distill-qwen2"}
 
 
 def recipe_names() -> list[str]:
