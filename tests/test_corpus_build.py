@@ -31,7 +31,8 @@ def test_valid_jsonl_and_stats(corpus):
     assert all(set(r) == {"text"} and isinstance(r["text"], str) and r["text"].strip() for r in rows)
     assert sum(stats["by_kind"].values()) == len(rows)
     assert set(stats["by_kind"]) == {"direct", "worked", "r1zero", "r1zero_answer", "plain", "facts"}
-    assert stats["problems"] + stats["code_switched"] == len(rows) - stats["by_kind"]["plain"] - stats["by_kind"]["facts"]
+    n_other = stats["by_kind"]["plain"] + stats["by_kind"]["facts"]
+    assert stats["problems"] + stats["code_switched"] == len(rows) - n_other
     assert stats["chars_total"] == sum(len(r["text"]) for r in rows)
     assert not [f for f in path.parent.iterdir() if f.name.endswith(".tmp")]
 
@@ -123,8 +124,8 @@ def _zh_arithmetic_reasoning(rows):
     out = []
     for r in rows:
         t = r["text"]
-        m = re.fullmatch(r"问题：(.+等于多少？)\n解答：(.+)", t, re.DOTALL) or \
-            re.fullmatch(r"User: (.+等于多少？)\. Assistant: <think> (.+) </think> <answer> .+ </answer>", t, re.DOTALL)
+        m = re.fullmatch(r"问题：(.+等于多少？)\n解答：(.+)", t, re.DOTALL) or re.fullmatch(
+            r"User: (.+等于多少？)\. Assistant: <think> (.+) </think> <answer> .+ </answer>", t, re.DOTALL)
         if m and not re.fullmatch(r"(The answer is|答案是) \S+[.。]", m.group(2)):
             out.append((m.group(1), m.group(2)))
     return out
@@ -170,3 +171,31 @@ def test_switched_solution_is_the_english_family_solution():
         assert s.endswith(f"The answer is {p.answer}.") and cjk_fraction(s) == 0
         assert f"{p.meta['a']} {p.meta['op']} {p.meta['b']}" in s
     assert get_family("word_zh").switched_solution(make_split("train", 1, 1, ["word_zh"])[0], random.Random(0)) is None
+
+
+def test_code_switch_share_zero_is_the_corpus_from_before_code_switching(tmp_path):
+    """Golden hashes taken with the code before code-switching existed (commit 2964cb6): share 0 must reproduce
+    that corpus and those template documents byte for byte. Regenerate only for an intended corpus change."""
+    import hashlib
+
+    from r1lab.pipeline.stages import template_documents
+
+    path = tmp_path / "c.jsonl"
+    build_corpus(path, 30, (1, 2), seed=3, code_switch_share=0.0)
+    assert hashlib.md5(path.read_bytes()).hexdigest() == "adc5e6079ccf67da36a383810370dd05"
+    docs = template_documents(30, [1, 2], 0.2, 3, 0.3, code_switch_share=0.0)
+    assert hashlib.md5("\n".join(docs).encode()).hexdigest() == "b6ebeab01a3bac44087c3211b28ffb5a"
+
+
+def test_pretrain_built_in_corpus_takes_the_code_switch_share(tmp_path):
+    """`r1lab pretrain --corpus-code-switch-share` reaches the built-in corpus (ensure_corpus)."""
+    from r1lab.pipeline.evaluate import is_mixed
+    from r1lab.train.data import ensure_corpus
+
+    counts = {}
+    for share in (0.0, 1.0):
+        out = tmp_path / str(share)
+        out.mkdir()
+        (path,) = ensure_corpus([], out, 30, [1], 0, share)
+        counts[share] = sum(is_mixed(r, "zh") for _, r in _zh_arithmetic_reasoning(read(path)))
+    assert counts[0.0] == 0 < counts[1.0]

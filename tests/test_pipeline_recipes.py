@@ -158,6 +158,10 @@ def test_findings_verdicts():
             dict(row, name="r1", **{"pass@1": 0.3, "cons@k": 0.2, "language_mixing_rate": 0.1})]
     verdicts = [v for _, v, _ in findings(rows)]
     assert verdicts == ["reproduced", "not reproduced", "not reproduced", "reproduced", "not measured"]
+    # exactly +25 points counts (0.1 + 0.25 > 0.35 in binary floating point); a hair less does not
+    edge = [dict(rows[0], **{"pass@1": 0.1}), dict(rows[1], **{"pass@1": 0.35})]
+    assert findings(edge)[0][1] == "reproduced"
+    assert findings([edge[0], dict(edge[1], **{"pass@1": 0.3499})])[0][1] == "not reproduced"
 
 
 def _records(correct_by_problem, mixed_by_problem=None):

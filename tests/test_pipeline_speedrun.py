@@ -76,6 +76,7 @@ def test_tiny_full_speedrun_killed_in_pretrain_resumes_and_reports(tmp_path):
     # the findings read the eval stages' per-problem records: each measured gap comes with its paired SE
     report = (out / "report" / "report.md").read_text(encoding="utf-8")
     assert report.count("paired SE, ") >= 4, report
+    assert "R1 stage by stage, pass@1 against the stage before: r1-cold-start-sft vs base: Δ" in report
     # benchmarks/language_mixing.py reads the finished run: one line per model, then the paired comparison
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     res = subprocess.run([sys.executable, "benchmarks/language_mixing.py", "--run", str(out), "--n-per-family", "1",

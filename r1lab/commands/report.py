@@ -23,5 +23,5 @@ def main(args) -> int:
         return 2
     art = write_report(args.run_dir, args.out)
     for claim, verdict, evidence in art["findings"]:
-        print(f"{verdict:>15}: {claim} ({evidence})")
+        print(f"{verdict:>31}: {claim} ({evidence})")  # "not reproduced (within noise)" is the longest
     return 0

@@ -70,8 +70,8 @@ _CPU: dict[str, dict[str, Any]] = {
 # benchmarks; not yet run end to end). Pretraining stages fit their step count to ``max_minutes`` after timing
 # their first steps (``r1lab.train.budget``; "steps" is only the ceiling), so the LR schedule still decays fully on
 # a slower or faster card; GRPO stages stop at ``max_minutes`` (constant LR after warm-up). Sampling and eval stages
-# are bounded by their counts. Budget: pretrain 5 min, student-base 2, GRPO 2.5 + 1 + 1 + 1.5, the rest ≈ 6-7
-# (SFT, sampling, evals, compilation). A gpu-small checkpoint with its optimizer state is ~8.5 GB, hence
+# are bounded by their counts. Budget: pretrain 5 min, student-base 2, GRPO 2.5 + 1 + 1 + 1.5, the rest ≈ 7-8
+# (SFT, sampling, nine evals, compilation). A gpu-small checkpoint with its optimizer state is ~8.5 GB, hence
 # checkpoints every 1,000 steps only.
 _GPU: dict[str, dict[str, Any]] = {
     "kind:tokenizer": {"n_per_family": 4000, "levels": [1, 2, 3], "vocab_size": 4096, "template_share": 0.2},

@@ -29,6 +29,7 @@ from r1lab.pipeline.recipes import REPORTED
 from r1lab.pipeline.rundir import RUN_JSON, read_done, write_json_atomic
 from r1lab.pipeline.significance import describe, paired, per_problem, read_records, within_noise
 
+EPS = 1e-9  # "≥" claims tolerate float rounding (0.1 + 0.25 > 0.35 in binary)
 RESULT_KEYS = ("name", "model", "pass@1", "cons@k", "k", "mean_response_tokens", "language_mixing_rate",
                "wall_seconds")
 
@@ -58,7 +59,8 @@ def lineage(stage: str, stages: dict[str, dict[str, Any]]) -> list[str]:
 
 
 def collect(run_dir: str | Path) -> dict[str, Any]:
-    """run.json, every stage's DONE record and the results rows."""
+    """run.json, every stage's DONE record, the results rows and ``records`` (row name → the eval stage's
+    per-problem records, for the findings' paired standard errors)."""
     run_dir = Path(run_dir)
     run = json.loads((run_dir / RUN_JSON).read_text(encoding="utf-8"))
     specs = {s["name"]: s for s in run["stages"]}
@@ -102,8 +104,11 @@ def findings(rows: list[dict[str, Any]],
     by = {r["name"]: r for r in rows}
     recs = records or {}
 
-    def get(name: str, key: str) -> float | None:
-        return round(by[name][key], 3) if name in by else None
+    def get(name: str, key: str) -> float | None:  # unrounded: verdicts compare these; display rounds
+        return float(by[name][key]) if name in by else None
+
+    def show(x: float | None) -> str:
+        return "-" if x is None else f"{x:.3f}"
 
     def gap(a: str, metric_a: str, b: str, metric_b: str, need: float = 0.0) -> tuple[float, float, str] | None:
         """(margin of "a − b ≥ need", SE, text) from the records of stages a and b, or None without records."""
@@ -123,28 +128,45 @@ def findings(rows: list[dict[str, Any]],
 
     out = []
     b, z = get("base", "pass@1"), get("r1-zero", "pass@1")
-    ok = None if b is None or z is None else z >= b + 0.25
+    ok = None if b is None or z is None else z >= b + 0.25 - EPS
     g = gap("r1-zero", "pass@1", "base", "pass@1", 0.25)
-    out.append(("R1-Zero pass@1 ≥ base + 25 points", verdict(ok, [g]), evidence(f"base {b}, r1-zero {z}", g)))
+    out.append(("R1-Zero pass@1 ≥ base + 25 points", verdict(ok, [g]),
+                evidence(f"base {show(b)}, r1-zero {show(z)}", g)))
     pairs = [(r["name"], r["pass@1"], r["cons@k"]) for r in rows if r["name"] in ("r1-zero", "r1")]
-    ok = None if not pairs else all(c >= p for _, p, c in pairs)
+    ok = None if not pairs else all(c >= p - EPS for _, p, c in pairs)
     gs = [gap(n, "cons@k", n, "pass@1") for n, _, _ in pairs]
     out.append(("cons@k ≥ pass@1 (r1-zero, r1)", verdict(ok, gs),
                 ", ".join(evidence(f"{n}: pass@1 {p:.3f}, cons@k {c:.3f}", g_)
                           for (n, p, c), g_ in zip(pairs, gs)) or "-"))
     r = get("r1", "pass@1")
-    ok = None if r is None or z is None else r >= z
+    ok = None if r is None or z is None else r >= z - EPS
     g = gap("r1", "pass@1", "r1-zero", "pass@1")
-    out.append(("R1 pass@1 ≥ R1-Zero pass@1", verdict(ok, [g]), evidence(f"r1 {r}, r1-zero {z}", g)))
+    out.append(("R1 pass@1 ≥ R1-Zero pass@1", verdict(ok, [g]), evidence(f"r1 {show(r)}, r1-zero {show(z)}", g)))
     rm, zm = get("r1", "language_mixing_rate"), get("r1-zero", "language_mixing_rate")
     ok = None if rm is None or zm is None else rm < zm
     g = gap("r1-zero", "mixing", "r1", "mixing")
-    out.append(("R1 language mixing < R1-Zero's", verdict(ok, [g]), evidence(f"r1 {rm}, r1-zero {zm}", g)))
+    out.append(("R1 language mixing < R1-Zero's", verdict(ok, [g]), evidence(f"r1 {show(rm)}, r1-zero {show(zm)}", g)))
     d, o = get("distill-student", "pass@1"), get("rl-only-student", "pass@1")
     ok = None if d is None or o is None else d > o
     g = gap("distill-student", "pass@1", "rl-only-student", "pass@1")
     out.append(("distilled student > RL-only student (pass@1)", verdict(ok, [g]),
-                evidence(f"distill {d}, rl-only {o}", g)))
+                evidence(f"distill {show(d)}, rl-only {show(o)}", g)))
+    return out
+
+
+R1_CHAIN = ("base", "r1-cold-start-sft", "r1-reasoning-rl", "r1-rejection-sft", "r1")
+
+
+def chain_gaps(records: Mapping[str, Sequence[Mapping[str, Any]]], chain: Sequence[str] = R1_CHAIN) -> list[str]:
+    """"B vs A: Δ ± SE" of pass@1 for each consecutive pair of ``chain`` whose records both exist — what each R1
+    stage adds to the model before it (the SFT from the base is compared with the reasoning-RL model it learns from).
+    """
+    out = []
+    present = [name for name in chain if name in records]
+    for a, b in zip(present, present[1:]):
+        d, se, n = paired(per_problem(records[b], "pass@1"), per_problem(records[a], "pass@1"))
+        if n:
+            out.append(f"{b} vs {a}: {describe(d, se, n)}")
     return out
 
 
@@ -222,8 +244,10 @@ def render_markdown(data: dict[str, Any], plots: dict[str, str], note: str = "")
     lines += ["", "Verdicts come from the evaluation above as run; nothing was tuned to make them pass. Tiny models, "
               "few RL steps and ~100 test problems make these numbers noisy (k samples per problem, temperature 0.6): "
               "Δ ± SE is the paired gap over the same test problems, and \"within noise\" marks a claim whose margin "
-              "is under two standard errors (`r1lab.pipeline.significance`).",
-              "", "## Stages", "", "| stage | kind | wall s | notes |", "|---|---|---|---|"]
+              "is under two standard errors (`r1lab.pipeline.significance`).", ""]
+    if gaps := chain_gaps(data.get("records") or {}):
+        lines += ["R1 stage by stage, pass@1 against the stage before: " + "; ".join(gaps) + ".", ""]
+    lines += ["## Stages", "", "| stage | kind | wall s | notes |", "|---|---|---|---|"]
     for name, spec in data["specs"].items():
         rec = done.get(name)
         art = rec["artifacts"] if rec else {}

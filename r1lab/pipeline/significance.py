@@ -2,14 +2,14 @@
 
 Idea: the speedrun's evaluation has ~84 problems × k samples; a pass@1 gap of 0.003 between two stages is noise,
 and a report that calls it "reproduced" says more than the run shows. Every stage is evaluated on the same test
-problems (same split, seed and k), so the gap is measured *paired*: for each problem i the difference
-d_i = value_A(i) − value_B(i) of the per-problem values (pass@1 = the fraction of its k samples that are correct,
-cons@k = 1 if the majority vote is correct, mixing = the fraction of its samples that mix languages), then
-Δ = mean(d) and SE = sd(d) / √n (sample sd, n − 1). Pairing removes the problem-difficulty variance that two
-independent standard errors would count twice. A claim "A − B ≥ m" is *within noise* when |Δ − m| < 2·SE
-(≈ the 95 % band of a normal approximation): the point estimate decides the verdict, the qualifier says how
-much that verdict can be trusted. The k samples of one problem are averaged first, so they are not counted as
-independent draws. Nothing here changes a measured number.
+problems, so the gap is measured *paired* (over the problem uids both evaluations have): for each problem i the
+difference d_i = value_A(i) − value_B(i) of the per-problem values (pass@1 = the fraction of its k samples that
+are correct, cons@k = 1 if the majority vote is correct, mixing = the fraction of its samples that mix
+languages), then Δ = mean(d) and SE = sd(d) / √n (sample sd, n − 1). Pairing removes the problem-difficulty
+variance that two independent standard errors would count twice. A claim "A − B ≥ m" is *within noise* when
+|Δ − m| < 2·SE (≈ the 95 % band of a normal approximation) or when SE is unknown (n < 2): the point estimate
+decides the verdict, the qualifier says how much that verdict can be trusted. The k samples of one problem are
+averaged first, so they are not counted as independent draws. Nothing here changes a measured number.
 """
 
 from __future__ import annotations
@@ -64,12 +64,13 @@ def paired(a: Mapping[str, float], b: Mapping[str, float]) -> tuple[float, float
 
 
 def within_noise(margin: float, se: float) -> bool:
-    """True when |margin| < NOISE_SE · SE (a zero margin with SE 0 is exact, not noise).
+    """True when |margin| < NOISE_SE · SE (a zero margin with SE 0 is exact, not noise), and when SE is unknown
+    (fewer than 2 paired problems: nothing rules noise out).
 
-    >>> within_noise(0.003, 0.02), within_noise(0.1, 0.02), within_noise(0.0, 0.0)
-    (True, False, False)
+    >>> within_noise(0.003, 0.02), within_noise(0.1, 0.02), within_noise(0.0, 0.0), within_noise(0.5, math.nan)
+    (True, False, False, True)
     """
-    return not math.isnan(se) and abs(margin) < NOISE_SE * se
+    return math.isnan(se) or abs(margin) < NOISE_SE * se
 
 
 def describe(delta: float, se: float, n: int) -> str:

@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from r1lab.data.corpus import CODE_SWITCH_SHARE
 from r1lab.train import distributed as D
 from r1lab.train.data import (
     RowOrder,
@@ -78,6 +79,10 @@ class PretrainConfig:
     """Built-in corpus: train problems per task family and difficulty level."""
     corpus_levels: list[int] = field(default_factory=lambda: [1, 2])
     """Built-in corpus: difficulty levels to include."""
+    corpus_code_switch_share: float = CODE_SWITCH_SHARE
+    """Built-in corpus: share of the Chinese arithmetic problems with a worked solution that also get a document
+    reasoned in English (``r1lab.data.corpus``, "Code-switching"; 0 = none). An existing <out_dir>/corpus.jsonl is
+    reused as it is."""
     seq_len: int = 256
     """Packed row length in tokens."""
     doc_mask: bool = True
@@ -165,8 +170,9 @@ _clock = time.time  # the training loop's clock (step times, budgets); tests rep
 
 
 # Fields that may change between a run and its --resume without changing the trajectory.
+# corpus_code_switch_share: a resumed run reuses its <out_dir>/corpus.jsonl, so the field cannot change its data
 RESUME_IGNORE = frozenset({"resume", "stop_after", "progress", "exact_match", "eval_every", "eval_batches",
-                           "ckpt_every", "keep_last", "device", "peak_tflops", "compile"})
+                           "ckpt_every", "keep_last", "device", "peak_tflops", "compile", "corpus_code_switch_share"})
 LOG_KEYS = ["step", "loss", "mtp", "bal", "load", "load_worst", "grad_norm", "lr", "gamma", "tok/s", "mfu", "eta_s"]
 
 
@@ -244,7 +250,8 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     # ---- data (rank 0 builds corpus/tokenizer files, the others wait and read them)
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
-        corpus = ensure_corpus(cfg.corpus, out, cfg.corpus_n_per_family, list(cfg.corpus_levels), cfg.seed)
+        corpus = ensure_corpus(cfg.corpus, out, cfg.corpus_n_per_family, list(cfg.corpus_levels), cfg.seed,
+                               cfg.corpus_code_switch_share)
         from r1lab.model import DeepSeekV3Config
         base_vocab = (DeepSeekV3Config.from_pretrained(cfg.model_dir) if cfg.model_dir
                       else DeepSeekV3Config.from_preset(cfg.preset)).vocab_size
