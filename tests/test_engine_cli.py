@@ -113,3 +113,26 @@ def test_mtp_speculative_benchmark_smoke(model_dir):
     assert [(r["mode"], r["k"]) for r in rows] == [("greedy", 1), ("greedy", 2), ("T=0.6", 1), ("T=0.6", 2)]
     assert all(r["identical_to_plain"] for r in rows[:2])
     assert all(0 <= r["acceptance_rate"] <= 1 and r["tokens_per_s"] > 0 for r in rows)
+
+
+def test_eval_records_and_baseline_give_the_paired_gap(model_dir, tmp_path):
+    """`r1lab eval --records` then `--baseline` those records: the same model and seed on the same problems is a
+    gap of exactly 0 ± 0; a bad baseline file is one clear error naming file:line, before any generation."""
+    common = ["eval", "--model", str(model_dir), "--families", "arithmetic", "word", "--n-per-family", "3", "--k", "2",
+              "--max-tokens", "6", "--no-greedy", "--device", "cpu"]
+    recs = tmp_path / "base" / "records.jsonl"
+    first = _run([*common, "--records", str(recs), "--out", str(tmp_path / "base" / "eval.json")])
+    assert first.returncode == 0, first.stderr
+    rows = [json.loads(line) for line in recs.read_text(encoding="utf-8").splitlines()]
+    assert len(rows) == 6 and all(len(r["correct"]) == 2 for r in rows)
+    again = _run([*common, "--baseline", str(recs)])
+    assert again.returncode == 0, again.stderr
+    assert "pass@1   Δ +0.000 ± 0.000 (paired SE, 6 problems)" in again.stdout
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(recs.read_text(encoding="utf-8").splitlines()[0] + "\n{oops\n", encoding="utf-8")
+    res = _run([*common, "--baseline", str(bad)])
+    assert res.returncode == 2 and f"{bad}:2: not JSON" in res.stdout + res.stderr
+    other = tmp_path / "other.jsonl"
+    other.write_text(json.dumps({**rows[0], "uid": "elsewhere"}) + "\n", encoding="utf-8")
+    res = _run([*common, "--baseline", str(other)])
+    assert res.returncode == 2 and "shares no problem" in res.stdout

@@ -3,12 +3,20 @@
 language-mixing rate — on the built-in held-out test split and/or local JSONL benchmarks (GSM8K "answer":
 "… #### 72", MATH "solution" with \\boxed{}).
 
+Is one model better than another beyond noise? Write per-problem records with ``--records``, then evaluate the
+other model on the same problems with ``--baseline`` those records: the paired gap Δ ± standard error of pass@1,
+cons@k and the mixing rate is printed (``r1lab.pipeline.significance``; a speedrun's eval stages keep theirs in
+``runs/speedrun/eval-*/records.jsonl``).
+
 Examples:
   r1lab eval --model runs/speedrun/r1/final --template r1
   r1lab eval --model runs/speedrun/pretrain/model --benchmark gsm8k_test.jsonl --format gsm8k --limit 200
+  r1lab eval --model my/checkpoint --template r1 --baseline runs/speedrun/eval-r1/records.jsonl
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 NAME = "eval"
 HELP = "pass@1 / cons@k / pass@k / greedy accuracy of a model on the held-out split or a GSM8K/MATH JSONL file"
@@ -33,15 +41,22 @@ def add_arguments(p) -> None:
     p.add_argument("--device", default="auto", help="auto (cuda if available) | cpu | cuda")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="write the summary JSON here")
+    p.add_argument("--records", default=None, help="write the per-problem records (JSONL) here")
+    p.add_argument("--baseline", default=None,
+                   help="records JSONL of another evaluation on the same problems: print the paired gap Δ ± SE")
 
 
 def main(args) -> int:
-    import json
+    import dataclasses
 
+    from r1lab.data.stream import write_jsonl_atomic
     from r1lab.pipeline.evaluate import evaluate, load_benchmark
     from r1lab.pipeline.generation import load_generator
+    from r1lab.pipeline.rundir import write_json_atomic
+    from r1lab.pipeline.significance import compare, describe, read_records
     from r1lab.tasks import make_split
 
+    baseline = read_records(args.baseline, required=True) if args.baseline else None  # bad file: fail before work
     if args.benchmark:
         problems = load_benchmark(args.benchmark, args.format, args.limit)
     else:
@@ -51,8 +66,20 @@ def main(args) -> int:
                    max_tokens=args.max_tokens, template=args.template, greedy=not args.no_greedy,
                    tokenizer=generate.tokenizer, seed=args.seed)
     print(res.table())
+    records = [dataclasses.asdict(r) for r in res.records]
+    if baseline is not None:
+        gaps = compare(records, baseline)
+        if gaps["pass@1"][2] == 0:
+            print(f"error: {args.baseline} shares no problem with this evaluation (other split, seed, families or "
+                  f"benchmark?)")
+            return 2
+        print(f"vs baseline {args.baseline}:")
+        for metric, (d, se, n) in gaps.items():
+            print(f"  {metric:<8} {describe(d, se, n)}")
     if args.out:
-        with open(args.out, "w", encoding="utf-8") as fh:
-            json.dump(res.summary(), fh, indent=2)
+        write_json_atomic(Path(args.out), res.summary())
         print(f"wrote {args.out}")
+    if args.records:
+        write_jsonl_atomic(records, args.records)
+        print(f"wrote {args.records}")
     return 0

@@ -86,9 +86,36 @@ def describe(delta: float, se: float, n: int) -> str:
     return f"Δ {delta:+.3f} ± {se:.3f} (paired SE, {n} problems)"
 
 
-def read_records(path: str | Path) -> list[dict[str, Any]]:
-    """An eval stage's ``records.jsonl`` (missing file → [])."""
+def read_records(path: str | Path, required: bool = False) -> list[dict[str, Any]]:
+    """Per-problem evaluation records (JSONL: an eval stage's ``records.jsonl`` or ``r1lab eval --records``);
+    a missing file gives [] unless ``required``. A bad line is an error naming ``file:line``."""
     p = Path(path)
     if not p.exists():
+        if required:
+            raise FileNotFoundError(f"{p}: no such records file")
         return []
-    return [json.loads(line) for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+    out = []
+    for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{p}:{n}: not JSON ({err.msg})") from None
+        missing = [k for k in ("uid", "correct", "mixed", "cons_correct") if not isinstance(row, dict) or k not in row]
+        if missing:
+            raise ValueError(f"{p}:{n}: not an evaluation record (missing {', '.join(missing)})")
+        out.append(row)
+    return out
+
+
+def compare(a: Sequence[Mapping[str, Any]], b: Sequence[Mapping[str, Any]]) -> dict[str, tuple[float, float, int]]:
+    """metric → (Δ = a − b, SE, n) for pass@1, cons@k and mixing over the problems both record sets have.
+
+    >>> a = [{"uid": "p", "correct": [True], "mixed": [False], "cons_correct": True},
+    ...      {"uid": "q", "correct": [False], "mixed": [False], "cons_correct": False}]
+    >>> b = [dict(r, correct=[False], cons_correct=False) for r in a]
+    >>> {m: round(d, 2) for m, (d, _, _) in compare(a, b).items()}
+    {'pass@1': 0.5, 'cons@k': 0.5, 'mixing': 0.0}
+    """
+    return {m: paired(per_problem(a, m), per_problem(b, m)) for m in METRICS}
