@@ -8,7 +8,7 @@ from r1lab.rl.grpo import GRPOConfig, run_grpo
 
 REQUIRED = {"step", "reward", "reward_accuracy", "reward_format", "accuracy", "response_len_mean",
             "response_len_max", "kl", "clip_fraction", "entropy", "zero_var_frac", "reflection_rate", "tok_s",
-            "generate_s", "train_s", "loss", "grad_norm", "reward_errors", "truncated_frac", "lr"}
+            "generate_s", "train_s", "loss", "grad_norm", "reward_errors", "truncated_frac", "lr", "mixing"}
 
 
 def length_reward(completion, problem):

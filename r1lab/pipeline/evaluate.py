@@ -30,9 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from r1lab.pipeline.generation import Completion, Sampling, as_generate_fn, build_prompt, full_response
+from r1lab.rewards.language import MIXING_THRESHOLD, chain_of_thought, is_mixed  # noqa: F401 - re-exported
 
 CORRECT = 0.999  # a rule reward at or above this counts as a correct answer
-MIXING_THRESHOLD = 0.9  # a CoT with a smaller share of words in the problem's language counts as mixed
 
 
 @dataclass
@@ -119,36 +119,6 @@ def majority(keys: Sequence[str | None]) -> int | None:
         if key is not None and counts[key] == best:
             return i
     return None  # unreachable
-
-
-def chain_of_thought(response: str) -> str:
-    """The reasoning part: inside the last <think>…</think> (or after <think> when unclosed), else the whole text.
-
-    >>> chain_of_thought("<think> 2+3=5 </think> <answer> 5 </answer>"), chain_of_thought("just 5")
-    ('2+3=5', 'just 5')
-    """
-    head, sep, _ = response.rpartition("</think>")
-    text = head if sep else response
-    if "<think>" in text:
-        text = text.rsplit("<think>", 1)[1]
-    return text.strip()
-
-
-def is_mixed(cot: str, lang: str, threshold: float = MIXING_THRESHOLD) -> bool:
-    """Language mixing of a chain of thought: it has words, and fewer than ``threshold`` of them are in the
-    problem's language (``r1lab.rewards.language_consistency``). Stricter than ``is_mixed_language`` (which only
-    asks for *one* dominant language): a Chinese problem reasoned about in English counts as mixed too.
-
-    >>> is_mixed("We first 计算导数 and then simplify", "en"), is_mixed("先算 3+4=7", "zh"), is_mixed("3+4=7", "zh")
-    (True, False, False)
-    >>> is_mixed("First 3+4=7", "zh")
-    True
-    """
-    from r1lab.rewards.language import LANGUAGES, language_consistency, word_languages
-
-    if lang not in LANGUAGES or not sum(word_languages(cot).values()):
-        return False
-    return language_consistency(cot, lang) < threshold
 
 
 def score_sample(response: str, problem: Any) -> tuple[bool, str | None]:

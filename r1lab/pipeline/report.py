@@ -218,7 +218,8 @@ def make_plots(run_dir: Path, out_dir: Path, specs: dict[str, dict[str, Any]]) -
             continue
         rows = _read_jsonl(run_dir / name / "metrics.jsonl")
         series = [("reward", *_xy(rows, "reward")), ("accuracy (train batch)", *_xy(rows, "accuracy")),
-                  ("mean response length", *_xy(rows, "response_len_mean"))]
+                  ("mean response length", *_xy(rows, "response_len_mean")),
+                  ("language mixing (train batch)", *_xy(rows, "mixing"))]
         if (p := _plot_series(out_dir / f"rl_{name}.png", f"RL stage {name}", series, "RL step", ncols=3)):
             plots[f"RL: {name}"] = p.name
     return plots

@@ -111,3 +111,34 @@ def is_mixed_language(text: str, threshold: float = 0.9) -> bool:
     counts = word_languages(text)
     total = sum(counts.values())
     return bool(total) and counts.most_common(1)[0][1] / total < threshold
+
+
+MIXING_THRESHOLD = 0.9  # a CoT with a smaller share of words in the problem's language counts as mixed
+
+
+def chain_of_thought(response: str) -> str:
+    """The reasoning part: inside the last <think>…</think> (or after <think> when unclosed), else the whole text.
+
+    >>> chain_of_thought("<think> 2+3=5 </think> <answer> 5 </answer>"), chain_of_thought("just 5")
+    ('2+3=5', 'just 5')
+    """
+    head, sep, _ = response.rpartition("</think>")
+    text = head if sep else response
+    if "<think>" in text:
+        text = text.rsplit("<think>", 1)[1]
+    return text.strip()
+
+
+def is_mixed(cot: str, lang: str, threshold: float = MIXING_THRESHOLD) -> bool:
+    """Language mixing of a chain of thought: it has words, and fewer than ``threshold`` of them are in the
+    problem's language (``language_consistency``). Stricter than ``is_mixed_language`` (which only
+    asks for *one* dominant language): a Chinese problem reasoned about in English counts as mixed too.
+
+    >>> is_mixed("We first 计算导数 and then simplify", "en"), is_mixed("先算 3+4=7", "zh"), is_mixed("3+4=7", "zh")
+    (True, False, False)
+    >>> is_mixed("First 3+4=7", "zh")
+    True
+    """
+    if lang not in LANGUAGES or not sum(word_languages(cot).values()):
+        return False
+    return language_consistency(cot, lang) < threshold

@@ -48,7 +48,7 @@ from torch import nn
 
 from r1lab.rl.advantage import group_advantages
 from r1lab.rl.loss import AGGREGATIONS
-from r1lab.rl.metrics import reflection_rate
+from r1lab.rl.metrics import mixing_rate, reflection_rate
 from r1lab.train.distributed import agree
 from r1lab.train.models import frozen_copy
 from r1lab.rl.rollout import RolloutBatch, reward_functions, rollout
@@ -284,13 +284,15 @@ def evaluate(sampler, tokenizer, problems: list, prompts: list[list[int]], cfg: 
 
 # ------------------------------------------------------------------------------------------------ step metrics
 def rollout_metrics(batch: RolloutBatch, adv, weights: dict[str, float]) -> dict[str, float]:
-    """Global (all-reduced) reward / accuracy / length / reflection statistics of one rollout batch."""
+    """Global (all-reduced) reward / accuracy / length / reflection / language-mixing statistics of one rollout
+    batch."""
     names = batch.reward_names
     n = batch.rewards_N.numel()
     lengths = batch.lengths_N
     local = [float(batch.rewards_N.sum()), *[float(batch.rewards_NK[:, k].sum()) for k in range(len(names))],
              float(n), float(lengths.sum()), reflection_rate(batch.texts) * n, float(batch.truncated_N.sum()),
-             float(adv.zero_var_B.sum()), float(adv.zero_var_B.numel()), float(batch.n_reward_errors)]
+             float(adv.zero_var_B.sum()), float(adv.zero_var_B.numel()), float(batch.n_reward_errors),
+             mixing_rate(batch.texts, batch.problems) * n]
     sums = all_reduce_sum(torch.tensor(local, dtype=torch.float64)).tolist()
     max_len = all_reduce_max(float(lengths.max()) if n else 0.0)
     K = len(names)
@@ -301,7 +303,7 @@ def rollout_metrics(batch: RolloutBatch, adv, weights: dict[str, float]) -> dict
     rest = sums[2 + K :]
     out.update({"accuracy": out["reward_accuracy"], "response_len_mean": rest[0] / count, "response_len_max": max_len,
                 "reflection_rate": rest[1] / count, "truncated_frac": rest[2] / count,
-                "zero_var_frac": rest[3] / max(rest[4], 1.0), "reward_errors": rest[5]})
+                "zero_var_frac": rest[3] / max(rest[4], 1.0), "reward_errors": rest[5], "mixing": rest[6] / count})
     return out
 
 
