@@ -134,5 +134,6 @@ def test_eval_records_and_baseline_give_the_paired_gap(model_dir, tmp_path):
     assert res.returncode == 2 and f"{bad}:2: not JSON" in res.stdout + res.stderr
     other = tmp_path / "other.jsonl"
     other.write_text(json.dumps({**rows[0], "uid": "elsewhere"}) + "\n", encoding="utf-8")
-    res = _run([*common, "--baseline", str(other)])
+    res = _run([*common, "--baseline", str(other), "--records", str(tmp_path / "kept.jsonl")])
     assert res.returncode == 2 and "shares no problem" in res.stdout
+    assert len((tmp_path / "kept.jsonl").read_text(encoding="utf-8").splitlines()) == 6  # written before the error

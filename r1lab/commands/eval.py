@@ -67,6 +67,12 @@ def main(args) -> int:
                    tokenizer=generate.tokenizer, seed=args.seed)
     print(res.table())
     records = [dataclasses.asdict(r) for r in res.records]
+    if args.out:  # outputs first: a baseline that does not match loses nothing
+        write_json_atomic(Path(args.out), res.summary())
+        print(f"wrote {args.out}")
+    if args.records:
+        write_jsonl_atomic(records, args.records)
+        print(f"wrote {args.records}")
     if baseline is not None:
         gaps = compare(records, baseline)
         if gaps["pass@1"][2] == 0:
@@ -76,10 +82,4 @@ def main(args) -> int:
         print(f"vs baseline {args.baseline}:")
         for metric, (d, se, n) in gaps.items():
             print(f"  {metric:<8} {describe(d, se, n)}")
-    if args.out:
-        write_json_atomic(Path(args.out), res.summary())
-        print(f"wrote {args.out}")
-    if args.records:
-        write_jsonl_atomic(records, args.records)
-        print(f"wrote {args.records}")
     return 0
