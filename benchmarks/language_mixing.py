@@ -12,6 +12,7 @@ paired gap Δ ± SE over the same problems (`r1lab.pipeline.significance`).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -39,8 +40,7 @@ def main() -> None:
         gen = load_generator(str(model_dir))
         res = evaluate(gen, problems, k=4, temperature=0.6, top_p=0.95, max_tokens=a.max_tokens, template=template,
                        greedy=False, tokenizer=gen.tokenizer, seed=0, progress=False)
-        records[name] = [{"uid": r.uid, "correct": r.correct, "mixed": r.mixed, "cons_correct": r.cons_correct}
-                         for r in res.records]
+        records[name] = [dataclasses.asdict(r) for r in res.records]
         print(json.dumps({"bench": "language_mixing", "model": name, "template": template,
                           "problems": res.n_problems, "samples": res.n_problems * res.k,
                           "mixing_rate": round(res.language_mixing_rate, 4), "pass@1": round(res.pass_at_1, 4),

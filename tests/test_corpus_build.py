@@ -136,7 +136,7 @@ def test_code_switching_adds_english_reasoned_twins(tmp_path):
     English (flagged as mixed by the eval's definition); every other document stays exactly as without them."""
     from collections import Counter
 
-    from r1lab.pipeline.evaluate import is_mixed
+    from r1lab.rewards.language import is_mixed
 
     stats, rows = {}, {}
     for share in (0.0, 0.5, 1.0):
@@ -189,7 +189,7 @@ def test_code_switch_share_zero_is_the_corpus_from_before_code_switching(tmp_pat
 
 def test_pretrain_built_in_corpus_takes_the_code_switch_share(tmp_path):
     """`r1lab pretrain --corpus-code-switch-share` reaches the built-in corpus (ensure_corpus)."""
-    from r1lab.pipeline.evaluate import is_mixed
+    from r1lab.rewards.language import is_mixed
     from r1lab.train.data import ensure_corpus
 
     counts = {}

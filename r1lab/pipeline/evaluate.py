@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from r1lab.pipeline.generation import Completion, Sampling, as_generate_fn, build_prompt, full_response
-from r1lab.rewards.language import MIXING_THRESHOLD, chain_of_thought, is_mixed  # noqa: F401 - re-exported
+from r1lab.rewards.language import chain_of_thought, is_mixed
 
 CORRECT = 0.999  # a rule reward at or above this counts as a correct answer
 

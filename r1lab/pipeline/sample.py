@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from r1lab.pipeline.evaluate import CORRECT, chain_of_thought, is_mixed
+from r1lab.pipeline.evaluate import CORRECT
+from r1lab.rewards.language import chain_of_thought, is_mixed
 from r1lab.pipeline.generation import Completion, Sampling, as_generate_fn, build_prompt, full_response
 
 REASONS = ("incorrect", "too_long", "bad_format", "mixed_language", "repetitive", "duplicate", "over_quota")

@@ -240,7 +240,7 @@ def worked_to_r1(problem: Any) -> str:
 def zero_to_r1(response: str, problem: Any) -> str:
     """An R1-Zero response (``<think> … </think> <answer> … </answer>``) rewritten into the R1 format."""
     from r1lab.data.templates import format_r1_response
-    from r1lab.pipeline.evaluate import chain_of_thought
+    from r1lab.rewards.language import chain_of_thought
 
     return format_r1_response(chain_of_thought(response), r1_summary(problem))
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from r1lab.data.corpus import CODE_SWITCH_SHARE
 from r1lab.data.packing import PackedData, join_row_documents, pack_documents
 
 
@@ -32,18 +33,17 @@ class PretrainData:
 
 
 def ensure_corpus(paths: list[str], out_dir: Path, n_per_family: int, levels: list[int], seed: int,
-                  code_switch_share: float | None = None) -> list[str]:
-    """The user's corpus files, or the built-in one (``r1lab.data.corpus.build_corpus``; ``code_switch_share``
-    None = its default) written to ``out_dir/corpus.jsonl`` (reused when it exists)."""
+                  code_switch_share: float = CODE_SWITCH_SHARE) -> list[str]:
+    """The user's corpus files, or the built-in one (``r1lab.data.corpus.build_corpus``) written to
+    ``out_dir/corpus.jsonl`` (reused when it exists)."""
     if paths:
         return [str(p) for p in paths]
-    from r1lab.data.corpus import CODE_SWITCH_SHARE, build_corpus
+    from r1lab.data.corpus import build_corpus
 
     path = out_dir / "corpus.jsonl"
     if not path.exists():
-        share = CODE_SWITCH_SHARE if code_switch_share is None else code_switch_share
         stats = build_corpus(path, n_per_family=n_per_family, difficulty_levels=levels, seed=seed,
-                             code_switch_share=share)
+                             code_switch_share=code_switch_share)
         print(f"built-in corpus: {stats['documents']:,} documents ({stats['chars_total']:,} chars) → {path}")
     return [str(path)]
 
