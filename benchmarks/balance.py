@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -30,7 +29,6 @@ def main() -> None:
     ap.add_argument("--out", default="runs/balance")
     args = ap.parse_args()
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
     from r1lab.train.metrics import read_metrics
     from r1lab.train.pretrain import PretrainConfig, run_pretrain
 

@@ -39,7 +39,7 @@ part() {
     case $1 in
         env) run env 60 bash -c "nvidia-smi; $PY -c 'import torch, transformers; print(torch.__version__, \
 transformers.__version__, torch.cuda.get_device_name(0))'" ;;
-        tests) run tests "${LIMIT_tests:-300}" $PY -m pytest -m gpu -q -p no:cacheprovider tests ;;
+        tests) run tests "${LIMIT_tests:-420}" $PY -m pytest -m gpu -q -p no:cacheprovider tests ;;
         train) run train "${LIMIT_train:-150}" $PY benchmarks/train_step.py ;;
         train_compile) run train_compile "${LIMIT_train_compile:-240}" $PY benchmarks/train_step.py --compile ;;
         generate) run generate "${LIMIT_generate:-200}" $PY benchmarks/generate.py ;;
@@ -49,9 +49,10 @@ transformers.__version__, torch.cuda.get_device_name(0))'" ;;
         generate_qwen) run generate_qwen "${LIMIT_generate_qwen:-200}" $PY benchmarks/generate.py --preset qwen2 \
             --compile --batch-sizes 1,32 ;;
         fp8) run fp8 "${LIMIT_fp8:-120}" $PY benchmarks/fp8.py ;;
-        fp8_curve) run fp8_curve "${LIMIT_fp8_curve:-300}" $PY benchmarks/fp8.py --skip-linear --loss-curve 300 ;;
+        fp8_curve) run fp8_curve "${LIMIT_fp8_curve:-300}" $PY benchmarks/fp8.py --skip-linear --skip-experts \
+            --loss-curve 300 ;;
         grpo) run grpo "${LIMIT_grpo:-240}" $PY benchmarks/grpo_step.py --arch deepseek --steps "${GRPO_STEPS:-6}" ;;
-        profile) run profile "${LIMIT_profile:-150}" $PY benchmarks/profile_gpu.py ;;
+        profile) run profile "${LIMIT_profile:-300}" $PY benchmarks/profile_gpu.py ;;
         shared_prefix) run shared_prefix "${LIMIT_shared_prefix:-120}" bash -c "$PY benchmarks/shared_prefix.py \
 --device cuda --dtype amp --preset gpu-small --prompts 8 --group-size 16 --max-new-tokens 512" ;;
         mismatch) run mismatch "${LIMIT_mismatch:-150}" bash -c "$PY benchmarks/logprob_mismatch.py --device cuda && \

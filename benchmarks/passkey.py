@@ -67,7 +67,7 @@ def main() -> None:
         model_dir=base["model_dir"], original_len=args.original, phases=args.phases, steps=args.phase_steps,
         micro_batch=micro, corpus=corpus, passkey_docs=args.passkey_docs // 2, out_dir=str(out / "extend"),
         eval_passkey=args.n_eval, device=args.device, lr=args.phase_lr))
-    print(json.dumps({"benchmark": "passkey", "preset": args.preset, "original": args.original,
+    print(json.dumps({"bench": "passkey", "preset": args.preset, "original": args.original,
                       "phases": args.phases, "passkey": report["passkey"], "wall_s": round(time.time() - t0, 1)}))
 
 

@@ -242,6 +242,20 @@ def _q(x_RC: torch.Tensor, block: tuple[int, int]) -> QTensor:
 _COMPILED_QUANTIZE: Callable | None = None
 
 
+def _exact_division_options() -> dict[str, bool]:
+    """Inductor options under which Triton divides as eager does (IEEE ``div_rn``). Without them Triton lowers an
+    fp32 ``/`` to the approximate ``div.full.f32`` (torch's own inductor config says so), and the compiled
+    quantiser's scales (amax / 448) and FP8 bytes (x / scale) would differ from eager's on a GPU. Renamed across
+    torch versions; CPU (C++) kernels divide exactly either way."""
+    import torch._inductor.config as cfg
+
+    if hasattr(getattr(cfg, "eager_numerics", None), "division_rounding"):
+        return {"eager_numerics.division_rounding": True}
+    if hasattr(cfg, "emulate_divison_rounding"):  # older torch (sic)
+        return {"emulate_divison_rounding": True}
+    return {}
+
+
 def compiled_quantize(x_RC: torch.Tensor, block: tuple[int, int]) -> QTensor:
     """``_q`` through torch.compile (dynamic shapes): fused kernels per tile layout instead of eager's ~6 passes over
     an FP32 copy (cast, pad, abs, amax, divide, clamp/cast). On an H100 the eager FP8 linear ran at 0.16-0.29× of
@@ -251,7 +265,7 @@ def compiled_quantize(x_RC: torch.Tensor, block: tuple[int, int]) -> QTensor:
     if torch.compiler.is_compiling():  # inside a compiled model: its own graph fuses the eager quantiser
         return _q(x_RC, block)
     if _COMPILED_QUANTIZE is None:
-        _COMPILED_QUANTIZE = torch.compile(quantize_blockwise, dynamic=True)
+        _COMPILED_QUANTIZE = torch.compile(quantize_blockwise, dynamic=True, options=_exact_division_options())
     if _COMPILED_QUANTIZE is not quantize_blockwise:
         try:
             return QTensor(*_COMPILED_QUANTIZE(x_RC, block, pad=True), block)

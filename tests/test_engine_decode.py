@@ -161,3 +161,24 @@ def test_dense_expert_decode_path_equals_grouped_and_traces_whole(model):
     out = llm.generate(prompt_token_ids=PROMPTS, sampling_params=sp)
     assert llm._runner.compiled  # fullgraph tracing of the 7-row step succeeded: no fallback to eager
     assert [o.outputs[0].token_ids for o in out] == [o.outputs[0].token_ids for o in eager]
+
+
+def test_decode_step_without_sync_free_grouped_gemm_is_one_graph(model):
+    """fp32 under compile has no sync-free grouped GEMM (nor has fp32 on CUDA): above N·K > E the decode step takes the
+    dense expert path instead of the per-expert fallback, whose host-read counts break the graph and recompile for
+    every new routing (23 graphs and 5 breaks here before the change; on a GPU each one a compile and a CUDA-graph
+    recording). Compiled as CUDA graphs are (no fullgraph), the 7-row step is one graph with the eager tokens."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    sp = SamplingParams(temperature=0.0, max_tokens=12)
+    eager = LLM(model, max_batch_size=8).generate(prompt_token_ids=PROMPTS, sampling_params=sp)
+    torch._dynamo.reset()
+    counters.clear()
+    llm = LLM(model, max_batch_size=8, compile={"backend": "eager"})
+    assert llm._runner.dense_experts_max == 0 and model.config.num_experts_per_tok * len(PROMPTS) > \
+        model.config.n_routed_experts
+    out = llm.generate(prompt_token_ids=PROMPTS, sampling_params=sp)
+    assert llm._runner.compiled and not counters["graph_break"]
+    assert counters["stats"]["unique_graphs"] == 1
+    assert [o.outputs[0].token_ids for o in out] == [o.outputs[0].token_ids for o in eager]

@@ -255,6 +255,18 @@ def test_empty_batch_and_backend_selection_on_cpu():
         FP8Linear(256, 128, backend="fast")
 
 
+def test_compiled_quantiser_asks_inductor_for_eager_division():
+    """Triton lowers an fp32 ``/`` to the approximate div.full.f32, so on a GPU the compiled quantiser matches eager's
+    scales and bytes only with inductor's eager division rounding; the option must exist under this torch's name
+    (it was renamed once) and be accepted by inductor's config."""
+    import torch._inductor.config as cfg
+
+    opts = fp8._exact_division_options()
+    assert opts and all(opts.values())
+    with cfg.patch(opts):
+        pass
+
+
 @needs_cxx
 def test_compiled_quantisation_is_bitwise_equal_and_falls_back(monkeypatch, caplog):
     """The fast path quantises through torch.compile (inductor; here its CPU backend): same FP8 bytes and scales as

@@ -22,6 +22,7 @@ import logging
 import torch
 import torch.nn.functional as F
 
+from ..model.moe import grouped_mm_ok
 from ..model.transformer import segment_causal_mask
 from .cache import LatentCache, bucket
 
@@ -62,7 +63,10 @@ def ffn_decode(block, h_BTD: torch.Tensor, dense_experts_max: int = 0) -> torch.
       bound by reading them, so the E/K-fold extra FLOPs may be free, while the grouped path's sort/gather/scatter
       kernels and its grouped GEMM over groups of a few rows go away. Unmeasured on a GPU so far: off by default
       (``benchmarks/generate.py --dense-experts-max 64`` compares); on a CPU the extra FLOPs cost time;
-    - more tokens: the model's own grouped path (tokens sorted by expert)."""
+    - more tokens: the model's own grouped path (tokens sorted by expert), where its grouped GEMM runs without a host
+      sync; where it would not (fp32 on CUDA or under compile, no ``torch._grouped_mm``, unaligned sizes) the
+      per-expert fallback reads the counts on the host, a graph break and a recompilation for every new routing
+      inside a compiled step, so ``dense_experts`` is taken instead (equal up to summation order)."""
     x_BTD = block.post_attention_layernorm(h_BTD)
     if not block.is_moe:
         return h_BTD + block.mlp(x_BTD)
@@ -79,7 +83,7 @@ def ffn_decode(block, h_BTD: torch.Tensor, dense_experts_max: int = 0) -> torch.
         gate_XI, up_XI = torch.bmm(gate_up_XID, x_XD1).squeeze(-1).chunk(2, dim=-1)
         y_XD = torch.bmm(down_XDI, (F.silu(gate_XI) * up_XI)[:, :, None]).squeeze(-1)
         y_ND = (y_XD.view(n, k, d) * weights_NK[..., None].to(y_XD.dtype)).sum(dim=1)
-    elif n <= dense_experts_max:
+    elif n <= dense_experts_max or not grouped_mm_ok(x_ND, moe.experts.gate_up_proj, moe.experts.down_proj):
         y_ND = dense_experts(moe.experts, x_ND, weights_NK, experts_NK)
     else:
         y_ND = moe.experts(x_ND, weights_NK, experts_NK)

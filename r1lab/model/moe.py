@@ -138,7 +138,7 @@ class Experts(nn.Module):
         """Every expert's SwiGLU over its contiguous run of rows (``counts_E[j]`` rows for expert j, in order).
         ``r1lab.fp8_moe.FP8Experts`` overrides this one step to run the same GEMMs in FP8."""
         w_gate_up, w_down = self.gate_up_proj.to(x_sorted.dtype), self.down_proj.to(x_sorted.dtype)
-        if _grouped_mm_ok(x_sorted, w_gate_up, w_down):
+        if grouped_mm_ok(x_sorted, w_gate_up, w_down):
             offs = torch.cumsum(counts_E, 0).to(torch.int32)
             gate, up = torch._grouped_mm(x_sorted, w_gate_up.transpose(-2, -1), offs=offs).chunk(2, dim=-1)
             return torch._grouped_mm(F.silu(gate) * up, w_down.transpose(-2, -1), offs=offs)
@@ -152,7 +152,7 @@ def expert_counts(expert_ids: torch.Tensor, n_experts: int) -> torch.Tensor:
     return counts.scatter_add_(0, expert_ids, torch.ones_like(expert_ids))
 
 
-def _grouped_mm_ok(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor) -> bool:
+def grouped_mm_ok(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor) -> bool:
     """torch._grouped_mm needs 16-byte aligned rows; on CUDA it is the bf16 Hopper kernel, on CPU any float dtype."""
     if not hasattr(torch, "_grouped_mm"):
         return False
