@@ -43,6 +43,7 @@ def main() -> None:
         t0 = time.time()
         cfg = PretrainConfig(preset=args.preset, corpus=corpus, tokenizer=None, seq_len=args.seq_len,
                              micro_batch=args.micro_batch, steps=args.steps, warmup_steps=10, gamma=gamma,
+                             lr=1e-3, schedule="cosine",  # the recorded runs' settings (defaults before WSD)
                              gamma_zero_frac=0.0, balance_alpha=alpha, eval_every=0, ckpt_every=0, exact_match=0,
                              out_dir=str(out / name), device=args.device, progress=False, fim_rate=0.0)
         (out / name / "metrics.jsonl").unlink(missing_ok=True)

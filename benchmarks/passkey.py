@@ -60,6 +60,7 @@ def main() -> None:
     base = {"model_dir": args.base_model} if args.base_model else run_pretrain(PretrainConfig(
         preset=args.preset, corpus=[*corpus, str(keys)], tokenizer=tok_dir, seq_len=args.original,
         micro_batch=args.micro_batch, steps=args.base_steps, warmup_steps=20, eval_every=0, ckpt_every=0,
+        lr=1e-3, schedule="cosine",  # the recorded runs' settings (the defaults before WSD)
         exact_match=0, out_dir=str(out / "base"), device=args.device, progress=False, fim_rate=0.0,
         model_overrides={"max_position_embeddings": args.original}))
     micro = [max(1, args.micro_batch * args.original // length) for length in args.phases]

@@ -126,3 +126,24 @@ def test_config_diff_lists_every_changed_field():
                        ignore={"resume"})
     assert diff == ["lr: saved 1, now 2", "seq_len: saved 32, now 64"]
     assert config_diff({"betas": [0.9, 0.95]}, {"betas": (0.9, 0.95)}) == []
+
+
+def test_adam_eps_is_not_the_grpo_clip_epsilon():
+    """GRPO's config has ``eps`` = 0.2 (ratio clipping). The optimizer must keep Adam's ε = 1e-8: with ε = 0.2 the
+    first step moved each weight by ~g/0.2·lr (≈1e-7 here) instead of Adam's lr·sign(g)."""
+    from r1lab.rl.grpo import GRPOConfig
+    from r1lab.train.sft import SFTConfig
+
+    model = torch.nn.Linear(8, 8, bias=False)
+    cfg = GRPOConfig(lr=1e-3, warmup_steps=0)
+    assert cfg.eps == 0.2
+    opt = make_optimizer(model, cfg)
+    assert all(g["eps"] == 1e-8 for g in opt.param_groups)
+    before = model.weight.detach().clone()
+    (model(torch.ones(4, 8)) * 1e-4).sum().backward()  # each gradient 4e-4: small, as a GRPO loss over many tokens gives
+    opt.step()
+    step = (model.weight.detach() - before).abs()
+    assert torch.allclose(step, torch.full_like(step, 1e-3), rtol=1e-3)  # Adam's first step: lr·sign(g)
+    sft = SFTConfig(model="m", data=["d"])
+    assert all(g["eps"] == 1e-8 for g in make_optimizer(model, sft).param_groups)
+    assert make_optimizer(model, type("C", (), {"lr": 1e-3, "adam_eps": 1e-6})).param_groups[0]["eps"] == 1e-6

@@ -26,7 +26,7 @@ def add_arguments(p) -> None:
                    "shared with other jobs use 1 (and OMP_NUM_THREADS=1): oversubscribed threads can be 10x slower")
     p.add_argument("--set", action="append", default=[], metavar="STAGE.FIELD=VALUE",
                    help="change one stage's config on top of the preset (repeatable; VALUE is JSON): "
-                   "--set r1-zero.steps=60, --set kind:grpo.lr=2e-3 (every GRPO stage), "
+                   "--set r1-zero.steps=60, --set kind:grpo.lr=5e-5 (every GRPO stage), "
                    "--set tokenizer.template_share=0.5; see --list for the stages and their fields")
     p.add_argument("--stop-after", type=float, default=0.0, metavar="MINUTES",
                    help="start no new stage after this many minutes (0 = run to the end); the same command again "

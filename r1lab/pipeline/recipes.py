@@ -211,7 +211,7 @@ def parse_set(items: list[str] | None) -> dict[str, dict[str, Any]]:
         target, eq, raw = item.partition("=")
         stage, dot, name = target.rpartition(".")
         if not eq or not dot or not stage or not name:
-            raise RecipeError(f"--set {item!r}: expected STAGE.FIELD=VALUE, e.g. r1-zero.steps=60 or kind:grpo.lr=2e-3")
+            raise RecipeError(f"--set {item!r}: expected STAGE.FIELD=VALUE, e.g. r1-zero.steps=60 or kind:grpo.lr=5e-5")
         try:
             value = json.loads(raw)
         except json.JSONDecodeError:

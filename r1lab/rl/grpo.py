@@ -100,8 +100,9 @@ class GRPOConfig:
     """Exclude completions cut at max_new_tokens from the loss (DAPO overlong filtering)."""
     old_logprobs: str = "trainer"
     """π_old source: "trainer" (log-probs before the first update) or "engine" (the sampler's)."""
-    lr: float = 1e-3
-    """Peak learning rate (AdamW)."""
+    lr: float = 1e-4
+    """Peak learning rate (AdamW). cpu-demo base, 30 steps of R1-Zero (docs/benchmarks.md, eleventh session): held-out
+    pass@1 +0.144 at 5e-5, +0.160 at 1e-4, +0.081 at 2e-4, +0.058 at 3e-4, collapse at 1e-3."""
     weight_decay: float = 0.0
     """AdamW weight decay."""
     betas: list[float] = field(default_factory=lambda: [0.9, 0.99])

@@ -46,8 +46,11 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
 def make_optimizer(model: nn.Module, cfg: Any) -> torch.optim.AdamW:
     """AdamW over ``model``'s trainable parameters.
 
-    Reads from ``cfg``: ``lr`` (peak), ``weight_decay``, ``betas`` (pair), and optionally ``eps`` (default 1e-8) and
-    ``fused`` (default: True on CUDA). Any object with these attributes works (dataclass, namespace).
+    Reads from ``cfg``: ``lr`` (peak), ``weight_decay``, ``betas`` (pair), and optionally ``adam_eps`` (default 1e-8)
+    and ``fused`` (default: True on CUDA). Any object with these attributes works (dataclass, namespace). Not ``eps``:
+    GRPO's config has ``eps`` = 0.2, its ratio-clipping ε, which this function once took for Adam's ε — every update
+    was then ~g/0.2 (plain SGD scaled by lr/0.2) instead of Adam's ~lr per weight, and 30 GRPO steps moved the weights
+    by ~1e-5 (eleventh session).
     """
     betas = tuple(float(b) for b in getattr(cfg, "betas", (0.9, 0.95)))
     if len(betas) != 2:
@@ -56,7 +59,7 @@ def make_optimizer(model: nn.Module, cfg: Any) -> torch.optim.AdamW:
     on_cuda = any(p.is_cuda for g in groups for p in g["params"])
     fused = getattr(cfg, "fused", None)
     kw: dict[str, Any] = {"fused": True} if (fused if fused is not None else on_cuda) else {"foreach": True}
-    return torch.optim.AdamW(groups, lr=float(cfg.lr), betas=betas, eps=float(getattr(cfg, "eps", 1e-8)), **kw)
+    return torch.optim.AdamW(groups, lr=float(cfg.lr), betas=betas, eps=float(getattr(cfg, "adam_eps", 1e-8)), **kw)
 
 
 def lr_multiplier(step: int, total_steps: int, schedule: str = "cosine", warmup_steps: int = 0,
