@@ -235,7 +235,7 @@ def test_set_overrides_apply_after_the_preset_and_are_validated():
     assert stages["pretrain"]["model_overrides"] == {"num_hidden_layers": 2}
     assert stages["pretrain"]["steps"] == 1100  # the preset's other fields stay
     base = {s.name: s.config for s in prepare("speedrun", "cpu").stages}
-    assert base["r1-zero"]["lr"] == 0.001  # nothing leaks into the preset table
+    assert base["r1-zero"]["lr"] == 1e-4  # nothing leaks into the preset table
     with pytest.raises(RecipeError, match="--set: entry 'tokenizr' names no known stage"):
         prepare("speedrun", "cpu", parse_set(["tokenizr.vocab_size=10"]))
     with pytest.raises(RecipeError, match="unknown field 'bogus' for TokenizerStage"):
