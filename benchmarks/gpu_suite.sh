@@ -61,7 +61,7 @@ $PY benchmarks/logprob_mismatch.py --device cuda --compile" ;;
         balance) run balance "${LIMIT_balance:-240}" $PY benchmarks/balance.py --preset gpu-small --device cuda \
             --steps 300 --seq-len 512 --micro-batch 16 --gamma 0.001 --out "$LOG_DIR/balance" ;;
         pretrain) run pretrain "${LIMIT_pretrain:-240}" $PY -m r1lab pretrain --preset gpu-small --device cuda --steps 300 --eval-every 0 --ckpt-every 0 \
-            --micro-batch 32 --seq-len 512 --exact-match 0 --out-dir "$LOG_DIR/pretrain" ;;
+            --lr 1e-3 --micro-batch 32 --seq-len 512 --exact-match 0 --out-dir "$LOG_DIR/pretrain" ;;
         mtp_spec) run mtp_spec "${LIMIT_mtp_spec:-200}" $PY benchmarks/mtp_speculative.py \
             --model "${MTP_MODEL:-$LOG_DIR/pretrain/model}" --compile --n-prompts 4 --max-tokens 128 ;;
         speedrun) run speedrun "${LIMIT_speedrun:-585}" bash -c "$PY -m r1lab speedrun --preset gpu \

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-# the tiny saved model + tokenizer that the engine CLI tests use (shared, not rebuilt here)
+# the tiny saved model + tokenizer fixture of the engine CLI tests (module-scoped: built once more for this module)
 from test_engine_cli import model_dir  # noqa: F401  (a pytest fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -93,7 +93,8 @@ def test_logprob_mismatch_fp32():
     """Engine (absorbed MLA, latent cache) vs trainer log-probs agree to ~1e-6 in fp32 (the docstring's claim)."""
     (line,) = bench("logprob_mismatch.py", "--layers", 2, "--dtype", "fp32", "--rows", 2, "--prompt-len", 8,
                     "--new-tokens", 8)
-    assert line["bench"] == "logprob_mismatch" and (line["layers"], line["dtype"], line["compile"]) == (2, "fp32", False)
+    assert line["bench"] == "logprob_mismatch"
+    assert (line["layers"], line["dtype"], line["compile"]) == (2, "fp32", False)
     assert 0 <= line["mean_abs_diff"] <= line["max_abs_diff"] < 1e-4
     assert -math.log(2000) - 3 < line["mean_logp"] < 0  # random weights: near uniform over the 2,000-token vocab
 
@@ -103,7 +104,8 @@ def test_balance(tmp_path):
     rows = bench("balance.py", "--preset", "tiny", "--steps", 4, "--tail", 2, "--seq-len", 32, "--micro-batch", 2,
                  "--gamma", 0.01, "--out", tmp_path / "balance")
     *runs, summary = rows
-    assert [(r["run"], r["gamma"], r["alpha"]) for r in runs] == [("no-balancing", 0.0, 0.0), ("gamma=0.01", 0.01, None)]
+    assert [(r["run"], r["gamma"], r["alpha"]) for r in runs] == [("no-balancing", 0.0, 0.0),
+                                                                  ("gamma=0.01", 0.01, None)]
     for r in runs:
         assert r["bench"] == "balance" and r["steps"] == 4 and r["preset"] == "tiny"
         # tiny preset: 8 routed experts, top-2, so max/mean <= 8 / 2

@@ -255,7 +255,7 @@ def test_empty_batch_and_backend_selection_on_cpu():
         FP8Linear(256, 128, backend="fast")
 
 
-def test_compiled_quantiser_asks_inductor_for_eager_division():
+def test_compiled_quantiser_asks_inductor_for_eager_division(monkeypatch):
     """Triton lowers an fp32 ``/`` to the approximate div.full.f32, so on a GPU the compiled quantiser matches eager's
     scales and bytes only with inductor's eager division rounding; the option must exist under this torch's name
     (it was renamed once) and be accepted by inductor's config."""
@@ -265,6 +265,16 @@ def test_compiled_quantiser_asks_inductor_for_eager_division():
     assert opts and all(opts.values())
     with cfg.patch(opts):
         pass
+    seen = {}
+
+    def fake_compile(fn, **kw):  # what compiled_quantize hands to torch.compile
+        seen.update(kw)
+        return fn
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    monkeypatch.setattr(fp8, "_COMPILED_QUANTIZE", None)
+    fp8.compiled_quantize(torch.randn(4, 128), (1, 128))
+    assert seen.get("options") == opts and seen.get("dynamic") is True
 
 
 @needs_cxx

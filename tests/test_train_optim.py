@@ -130,7 +130,7 @@ def test_config_diff_lists_every_changed_field():
 
 def test_adam_eps_is_not_the_grpo_clip_epsilon():
     """GRPO's config has ``eps`` = 0.2 (ratio clipping). The optimizer must keep Adam's ε = 1e-8: with ε = 0.2 the
-    first step moved each weight by ~g/0.2·lr (≈1e-7 here) instead of Adam's lr·sign(g)."""
+    first step moved each weight by ~g/0.2·lr (≈2e-6 here) instead of Adam's lr·sign(g)."""
     from r1lab.rl.grpo import GRPOConfig
     from r1lab.train.sft import SFTConfig
 
@@ -140,10 +140,27 @@ def test_adam_eps_is_not_the_grpo_clip_epsilon():
     opt = make_optimizer(model, cfg)
     assert all(g["eps"] == 1e-8 for g in opt.param_groups)
     before = model.weight.detach().clone()
-    (model(torch.ones(4, 8)) * 1e-4).sum().backward()  # each gradient 4e-4: small, as a GRPO loss over many tokens gives
+    # each gradient 4e-4: small, as a GRPO loss over many tokens gives
+    (model(torch.ones(4, 8)) * 1e-4).sum().backward()
     opt.step()
     step = (model.weight.detach() - before).abs()
     assert torch.allclose(step, torch.full_like(step, 1e-3), rtol=1e-3)  # Adam's first step: lr·sign(g)
     sft = SFTConfig(model="m", data=["d"])
     assert all(g["eps"] == 1e-8 for g in make_optimizer(model, sft).param_groups)
     assert make_optimizer(model, type("C", (), {"lr": 1e-3, "adam_eps": 1e-6})).param_groups[0]["eps"] == 1e-6
+
+
+def test_resume_keeps_the_configured_adam_eps():
+    """A GRPO checkpoint from before the fix saved eps = 0.2; loading it keeps Adam's 1e-8 (and the moments)."""
+    from r1lab.train.optim import load_optimizer_state
+
+    model = torch.nn.Linear(4, 4)
+    cfg = type("C", (), {"lr": 1e-3, "weight_decay": 0.1})
+    old = make_optimizer(model, type("Old", (cfg,), {"adam_eps": 0.2}))  # as the bug built it
+    model(torch.ones(2, 4)).sum().backward()
+    old.step()
+    opt = make_optimizer(model, cfg)
+    load_optimizer_state(opt, old.state_dict())
+    assert [g["eps"] for g in old.param_groups] == [0.2, 0.2]
+    assert [g["eps"] for g in opt.param_groups] == [1e-8, 1e-8]
+    assert torch.equal(opt.state[model.weight]["exp_avg"], old.state[model.weight]["exp_avg"])

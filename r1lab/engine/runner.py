@@ -66,7 +66,10 @@ def ffn_decode(block, h_BTD: torch.Tensor, dense_experts_max: int = 0) -> torch.
     - more tokens: the model's own grouped path (tokens sorted by expert), where its grouped GEMM runs without a host
       sync; where it would not (fp32 on CUDA or under compile, no ``torch._grouped_mm``, unaligned sizes) the
       per-expert fallback reads the counts on the host, a graph break and a recompilation for every new routing
-      inside a compiled step, so ``dense_experts`` is taken instead (equal up to summation order)."""
+      inside a compiled step, so a compiled step takes ``dense_experts`` instead (equal up to summation order). Eager
+      steps keep the fallback: there the host read costs a sync, not a graph, and the dense path's E/K-fold FLOPs and
+      E·N-row intermediates would grow with N (an eager MTP catch-up window spans whole prompts; CPU without
+      ``torch._grouped_mm``)."""
     x_BTD = block.post_attention_layernorm(h_BTD)
     if not block.is_moe:
         return h_BTD + block.mlp(x_BTD)
@@ -83,7 +86,8 @@ def ffn_decode(block, h_BTD: torch.Tensor, dense_experts_max: int = 0) -> torch.
         gate_XI, up_XI = torch.bmm(gate_up_XID, x_XD1).squeeze(-1).chunk(2, dim=-1)
         y_XD = torch.bmm(down_XDI, (F.silu(gate_XI) * up_XI)[:, :, None]).squeeze(-1)
         y_ND = (y_XD.view(n, k, d) * weights_NK[..., None].to(y_XD.dtype)).sum(dim=1)
-    elif n <= dense_experts_max or not grouped_mm_ok(x_ND, moe.experts.gate_up_proj, moe.experts.down_proj):
+    elif n <= dense_experts_max or (torch.compiler.is_compiling()
+                                    and not grouped_mm_ok(x_ND, moe.experts.gate_up_proj, moe.experts.down_proj)):
         y_ND = dense_experts(moe.experts, x_ND, weights_NK, experts_NK)
     else:
         y_ND = moe.experts(x_ND, weights_NK, experts_NK)

@@ -86,7 +86,7 @@ def setup_run(cfg) -> Run:
     from r1lab.train.loop import (ResumeMismatchError, config_diff, latest_checkpoint, load_training_state,
                                   remove_stale_tmp, seed_everything, set_rng_state, TRAIN_CONFIG_FILE)
     from r1lab.train.metrics import MetricsLogger
-    from r1lab.train.optim import make_optimizer, make_schedule
+    from r1lab.train.optim import load_optimizer_state, make_optimizer, make_schedule
 
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
@@ -128,7 +128,7 @@ def setup_run(cfg) -> Run:
     start = 0
     if ckpt is not None:
         state = load_training_state(ckpt / "training_state.pt")
-        optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(optimizer, state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
         start = int(state["step"])

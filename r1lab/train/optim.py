@@ -62,6 +62,16 @@ def make_optimizer(model: nn.Module, cfg: Any) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=float(cfg.lr), betas=betas, eps=float(getattr(cfg, "adam_eps", 1e-8)), **kw)
 
 
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """``optimizer.load_state_dict(state)``, keeping this optimizer's Adam ε: GRPO checkpoints written before the
+    ``adam_eps`` fix hold ε = 0.2 in their param groups, and a resumed run would silently keep the bug."""
+    eps = [group.get("eps") for group in optimizer.param_groups]
+    optimizer.load_state_dict(state)
+    for group, value in zip(optimizer.param_groups, eps):
+        if value is not None:
+            group["eps"] = value
+
+
 def lr_multiplier(step: int, total_steps: int, schedule: str = "cosine", warmup_steps: int = 0,
                   min_lr_ratio: float = 0.1, decay_frac: float = 0.2) -> float:
     """Multiplier of the peak learning rate for optimizer step ``step`` (0-based), pure function.

@@ -58,8 +58,9 @@ from r1lab.train.optim import clip_grad_norm, gamma_at, make_optimizer, make_sch
 
 @dataclass
 class PretrainConfig:
-    """Every knob of ``r1lab pretrain``. Defaults are the cpu-demo recipe (WSD at 2e-3): 800 steps × 16 × 256 tokens (3.3M tokens,
-    ~1.9 epochs of the built-in corpus), budgeted at ~0.4 s/step on 2 idle CPU cores (≈ 6-7 min with setup and eval)."""
+    """Every knob of ``r1lab pretrain``. Defaults are the cpu-demo recipe (WSD at 2e-3): 800 steps × 16 × 256 tokens
+    (3.3M tokens, ~1.9 epochs of the built-in corpus), budgeted at ~0.4 s/step on 2 idle CPU cores (≈ 6-7 min with
+    setup and eval)."""
 
     preset: str = "cpu-demo"
     """Model preset (r1lab/presets/*) used when ``model_dir`` is not given."""
@@ -106,7 +107,7 @@ class PretrainConfig:
     was stopped."""
     lr: float = 2e-3
     """Peak learning rate. cpu-demo, 1100 steps on the built-in corpus (docs/benchmarks.md, eleventh session): with
-    ``wsd`` 2e-3 beats 1e-3 and 3e-3; with ``cosine`` 1e-3 was best and 3e-3 clearly worse."""
+    ``wsd`` 2e-3 beats 1e-3 and 3e-3; with ``cosine`` 2e-3 ≈ 1e-3 (template pass@1 within noise) and 3e-3 worse."""
     warmup_steps: int = 30
     """Linear warmup steps."""
     schedule: str = "wsd"
