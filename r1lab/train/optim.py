@@ -49,8 +49,8 @@ def make_optimizer(model: nn.Module, cfg: Any) -> torch.optim.AdamW:
     Reads from ``cfg``: ``lr`` (peak), ``weight_decay``, ``betas`` (pair), and optionally ``adam_eps`` (default 1e-8)
     and ``fused`` (default: True on CUDA). Any object with these attributes works (dataclass, namespace). Not ``eps``:
     GRPO's config has ``eps`` = 0.2, its ratio-clipping ε, which this function once took for Adam's ε — every update
-    was then ~g/0.2 (plain SGD scaled by lr/0.2) instead of Adam's ~lr per weight, and 30 GRPO steps moved the weights
-    by ~1e-5 (eleventh session).
+    was then ~g/0.2 (plain SGD scaled by lr/0.2) instead of Adam's ~lr per weight, and 30 GRPO steps moved the median
+    weight tensor by ~3e-5 of its norm (eleventh session).
     """
     betas = tuple(float(b) for b in getattr(cfg, "betas", (0.9, 0.95)))
     if len(betas) != 2:
