@@ -134,6 +134,22 @@ def test_stop_after_starts_no_new_stage_and_a_rerun_continues(tmp_path, monkeypa
     assert log + rest == ["tokenizer", "pretrain", "eval-base", "r1-zero", "eval-r1-zero"] and len(done) == 5
 
 
+def test_done_lines_estimate_the_rest_from_reference_times(tmp_path):
+    """The speedrun's "about N min to go": reference seconds of the stages left × this machine's measured pace."""
+    from r1lab.pipeline.presets import EXPECTED_SECONDS
+
+    recipe = resolve(recipes.get_recipe("r1-zero"), "tiny")
+    lines: list[str] = []
+    run_recipe(recipe, "tiny", tmp_path / "run", fake_runners([]), log=lines.append,
+               expected_s={"tokenizer": 1.0, "pretrain": 600.0, "eval-base": 60.0, "r1-zero": 600.0})
+    done_lines = [x for x in lines if ": done in" in x]
+    assert len(done_lines) == 5
+    assert all("min to go" in x for x in done_lines[:-1]) and "to go" not in done_lines[-1]
+    # the table names every stage of the speedrun it estimates, and nothing else
+    speedrun = resolve(recipes.get_recipe("speedrun"), "cpu")
+    assert set(EXPECTED_SECONDS["cpu"]) == {st.name for st in speedrun.stages}
+
+
 def test_results_json_has_exactly_the_schema(tmp_path):
     recipe = resolve(recipes.get_recipe("r1-zero"), "tiny")
     run_dir = tmp_path / "run"

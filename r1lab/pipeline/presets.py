@@ -106,3 +106,16 @@ _GPU: dict[str, dict[str, Any]] = {
 }
 
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {"tiny": _TINY, "cpu": _CPU, "gpu": _GPU}
+
+# Wall seconds of each stage in one measured run, for the speedrun's "about N min to go" (the remaining stages' times
+# here × how much slower or faster this machine ran the finished ones; ``rundir.eta_seconds``). cpu: the whole run on
+# the twelfth session's 2-core sandbox (AMD EPYC, AVX2 only, 2026-11-25, idle; `r1lab speedrun --preset cpu`), 2053 s
+# — 1.8x the eleventh session's 1136 s on the earlier 2-core sandbox (docs/benchmarks.md, twelfth session).
+EXPECTED_SECONDS: dict[str, dict[str, float]] = {
+    "cpu": {"tokenizer": 10, "pretrain": 710, "eval-base": 19, "r1-zero": 61, "eval-r1-zero": 24,
+            "cold-start-data": 17, "r1-cold-sft": 29, "eval-r1-cold-sft": 25, "r1-reasoning-rl": 55,
+            "eval-r1-reasoning-rl": 27, "r1-reject": 28, "r1-sft": 62, "eval-r1-sft": 25, "reward-model": 19, "r1": 49,
+            "eval-r1": 26, "distill-data": 158, "student-base": 492, "distill-student": 40, "eval-distill-student": 20,
+            "rl-only-student": 71, "eval-rl-only-student": 23, "qwen2-student": 2, "distill-qwen2": 40,
+            "eval-distill-qwen2": 20, "report": 3},
+}

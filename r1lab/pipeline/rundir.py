@@ -145,15 +145,34 @@ class StageContext:
 Runner = Callable[[StageContext], dict[str, Any]]
 
 
+def eta_seconds(expected_s: dict[str, float], ran: dict[str, float], left: list[str]) -> float | None:
+    """Seconds the stages in ``left`` should take on this machine: their reference times (``expected_s``, measured
+    on a reference machine) × how much slower or faster the stages that ``ran`` here were than theirs. None when
+    nothing comparable has run yet. Stages missing from ``expected_s`` count as 0.
+
+    >>> eta_seconds({"a": 100.0, "b": 50.0, "c": 30.0}, {"a": 175.0}, ["b", "c"])  # a ran 1.75x slower
+    140.0
+    >>> eta_seconds({"a": 100.0}, {}, ["a"]) is None
+    True
+    """
+    ref = sum(expected_s.get(name, 0.0) for name in ran)
+    if ref <= 0:
+        return None
+    return sum(ran.values()) / ref * sum(expected_s.get(name, 0.0) for name in left)
+
+
 def run_recipe(recipe: Recipe, preset: str, run_dir: str | Path, runners: dict[str, Runner],
                log: Callable[[str], None] = print, only: list[str] | None = None,
-               stop_after_s: float = 0.0) -> dict[str, dict[str, Any]]:
+               stop_after_s: float = 0.0, expected_s: dict[str, float] | None = None) -> dict[str, dict[str, Any]]:
     """Run (or resume) every stage in order; returns stage name → DONE record. ``stop_after_s`` > 0: start no new
-    stage once this invocation has run that long (the records so far are returned; rerunning continues)."""
+    stage once this invocation has run that long (the records so far are returned; rerunning continues).
+    ``expected_s``: each stage's wall seconds on a reference machine; each "done" line then adds the time the
+    remaining stages should take here (``eta_seconds``)."""
     run_dir = Path(run_dir)
     claim_run_dir(run_dir, recipe, preset)
     t_run = time.time()
     done: dict[str, dict[str, Any]] = {}
+    ran: dict[str, float] = {}  # stages run to the end by this invocation → their wall seconds here
     n = len(recipe.stages)
     for i, spec in enumerate(recipe.stages, start=1):
         stage_dir = run_dir / spec.name
@@ -184,5 +203,10 @@ def run_recipe(recipe: Recipe, preset: str, run_dir: str | Path, runners: dict[s
                   "artifacts": json.loads(json.dumps(artifacts or {}, default=str))}
         write_json_atomic(stage_dir / DONE, record)
         done[spec.name] = record
-        log(f"[{i}/{n}] {spec.name}: done in {record['wall_seconds']:.1f}s | run elapsed {time.time() - t_run:.0f}s")
+        if attempt == "start":
+            ran[spec.name] = record["wall_seconds"]
+        left = [s.name for s in recipe.stages[i:] if s.name not in done and (only is None or s.name in only)]
+        eta = eta_seconds(expected_s or {}, ran, left) if left else None
+        log(f"[{i}/{n}] {spec.name}: done in {record['wall_seconds']:.1f}s | run elapsed {time.time() - t_run:.0f}s"
+            + (f" | about {eta / 60:.0f} min to go" if eta is not None else ""))
     return done

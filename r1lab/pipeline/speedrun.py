@@ -24,6 +24,7 @@ def run(out: str | Path, preset: str = "cpu", recipe: str = "speedrun", only: li
     ``stop_after_min`` > 0: start no new stage after that many minutes (for machines lent in time slices)."""
     import torch
 
+    from r1lab.pipeline.presets import EXPECTED_SECONDS
     from r1lab.pipeline.stages import runners
 
     resolved = prepare(recipe, preset, overrides)
@@ -31,7 +32,13 @@ def run(out: str | Path, preset: str = "cpu", recipe: str = "speedrun", only: li
         torch.set_num_threads(threads)
     t0 = time.time()
     print(f"r1lab {recipe}: preset {preset}, {len(resolved.stages)} stages → {out}", flush=True)
-    done = run_recipe(resolved, preset, out, runners(), only=only, stop_after_s=60.0 * stop_after_min)
+    expected = EXPECTED_SECONDS.get(preset) if recipe == "speedrun" else None
+    if expected:
+        print(f"r1lab {recipe}: the {preset} preset took {sum(expected.values()) / 60:.0f} min in the run measured in "
+              "r1lab/pipeline/presets.py (EXPECTED_SECONDS); each finished stage re-estimates the rest for this "
+              "machine", flush=True)
+    done = run_recipe(resolved, preset, out, runners(), only=only, stop_after_s=60.0 * stop_after_min,
+                      expected_s=expected)
     print(f"r1lab {recipe}: finished in {time.time() - t0:.0f}s (this invocation)", flush=True)
     print(summary_table(done), flush=True)
     return done
