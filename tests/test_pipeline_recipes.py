@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import shutil
 
 import pytest
 
@@ -145,6 +146,13 @@ def test_done_lines_estimate_the_rest_from_reference_times(tmp_path):
     done_lines = [x for x in lines if ": done in" in x]
     assert len(done_lines) == 5
     assert all("min to go" in x for x in done_lines[:-1]) and "to go" not in done_lines[-1]
+    # a rerun counts only the stages still to do: with eval-base redone, the later stages are finished already
+    shutil.rmtree(tmp_path / "run" / "eval-base")  # started afresh (a resumed stage's time is not a pace)
+    lines.clear()
+    run_recipe(recipe, "tiny", tmp_path / "run", fake_runners([]), log=lines.append,
+               expected_s={"eval-base": 60.0, "r1-zero": 600.0, "eval-r1-zero": 60.0})
+    assert [x for x in lines if ": done in" in x] == [x for x in lines if "eval-base: done in" in x]
+    assert not any("to go" in x for x in lines)
     # the table names every stage of the speedrun it estimates, and nothing else
     speedrun = resolve(recipes.get_recipe("speedrun"), "cpu")
     assert set(EXPECTED_SECONDS["cpu"]) == {st.name for st in speedrun.stages}

@@ -66,6 +66,10 @@ _CPU: dict[str, dict[str, Any]] = {
     # rows (55 kept samples + worked top-up) the SFT-from-base model scored 0.134, at 400 0.202, at 800 0.235
     # (benchmarks/r1_sft_rows.py, docs/benchmarks.md); most added rows are worked solutions, not the RL model's samples.
     "r1-reject": {"min_rows": 800},
+    # 9 epochs, not the SFT stages' 6: at 6 this stage landed at ~0.30 or ~0.45 (168 test problems) depending on which
+    # ~40 sampled rows its set held, whatever the seed; at 9 both sets of the twelfth session gave 0.42-0.45 (at 3 both
+    # ~0.26). docs/benchmarks.md, twelfth session.
+    "r1-sft": {"epochs": 9},
     "r1": {"families": EN_ZH, "steps": 12},
 }
 
@@ -108,14 +112,15 @@ _GPU: dict[str, dict[str, Any]] = {
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {"tiny": _TINY, "cpu": _CPU, "gpu": _GPU}
 
 # Wall seconds of each stage in one measured run, for the speedrun's "about N min to go" (the remaining stages' times
-# here × how much slower or faster this machine ran the finished ones; ``rundir.eta_seconds``). cpu: the whole run on
-# the twelfth session's 2-core sandbox (AMD EPYC, AVX2 only, 2026-11-25, idle; `r1lab speedrun --preset cpu`), 2053 s
-# — 1.8x the eleventh session's 1136 s on the earlier 2-core sandbox (docs/benchmarks.md, twelfth session).
+# here × how much slower or faster this machine ran the finished ones; ``rundir.eta_seconds``). cpu: the twelfth
+# session's 2-core sandbox (AMD EPYC, AVX2 only, 2026-11-25, idle; `r1lab speedrun --preset cpu`): 2133 s in all,
+# `/tmp/s12/sr1` up to r1-reject and the stages after it rerun with r1-sft at 9 epochs — about 1.8x the eleventh
+# session's 1136 s on the earlier 2-core sandbox (docs/benchmarks.md, twelfth session).
 EXPECTED_SECONDS: dict[str, dict[str, float]] = {
     "cpu": {"tokenizer": 10, "pretrain": 710, "eval-base": 19, "r1-zero": 61, "eval-r1-zero": 24,
             "cold-start-data": 17, "r1-cold-sft": 29, "eval-r1-cold-sft": 25, "r1-reasoning-rl": 55,
-            "eval-r1-reasoning-rl": 27, "r1-reject": 28, "r1-sft": 62, "eval-r1-sft": 25, "reward-model": 19, "r1": 49,
-            "eval-r1": 26, "distill-data": 158, "student-base": 492, "distill-student": 40, "eval-distill-student": 20,
-            "rl-only-student": 71, "eval-rl-only-student": 23, "qwen2-student": 2, "distill-qwen2": 40,
-            "eval-distill-qwen2": 20, "report": 3},
+            "eval-r1-reasoning-rl": 27, "r1-reject": 28, "r1-sft": 100, "eval-r1-sft": 23, "reward-model": 19,
+            "r1": 54, "eval-r1": 25, "distill-data": 188, "student-base": 492, "distill-student": 42,
+            "eval-distill-student": 20, "rl-only-student": 71, "eval-rl-only-student": 23, "qwen2-student": 2,
+            "distill-qwen2": 46, "eval-distill-qwen2": 23, "report": 3},
 }
