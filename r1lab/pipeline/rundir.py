@@ -173,11 +173,11 @@ def run_recipe(recipe: Recipe, preset: str, run_dir: str | Path, runners: dict[s
     t_run = time.time()
     done: dict[str, dict[str, Any]] = {}
     ran: dict[str, float] = {}  # stages run to the end by this invocation → their wall seconds here
-    finished = {s.name for s in recipe.stages if read_done(run_dir / s.name) is not None}  # by earlier invocations
+    earlier = {s.name: r for s in recipe.stages if (r := read_done(run_dir / s.name)) is not None}  # DONE before
     n = len(recipe.stages)
     for i, spec in enumerate(recipe.stages, start=1):
         stage_dir = run_dir / spec.name
-        record = read_done(stage_dir)
+        record = earlier.get(spec.name)
         if record is not None:
             done[spec.name] = record
             log(f"[{i}/{n}] {spec.name}: done already ({record['wall_seconds']:.1f}s) - skipped")
@@ -206,7 +206,7 @@ def run_recipe(recipe: Recipe, preset: str, run_dir: str | Path, runners: dict[s
         done[spec.name] = record
         if attempt == "start":
             ran[spec.name] = record["wall_seconds"]
-        left = [s.name for s in recipe.stages[i:] if s.name not in finished and (only is None or s.name in only)]
+        left = [s.name for s in recipe.stages[i:] if s.name not in earlier and (only is None or s.name in only)]
         eta = eta_seconds(expected_s or {}, ran, left) if left else None
         log(f"[{i}/{n}] {spec.name}: done in {record['wall_seconds']:.1f}s | run elapsed {time.time() - t_run:.0f}s"
             + (f" | about {eta / 60:.0f} min to go" if eta is not None else ""))
