@@ -227,11 +227,11 @@ def test_column_steps_corpus(tmp_path):
     (line,) = bench("column_steps_corpus.py", src, dst)
     new = [json.loads(x) for x in dst.read_text(encoding="utf-8").splitlines()]
     assert line["documents"] == len(docs) == len(new) and 0 < line["rewritten"] <= 18
+    tail = re.compile(r"(The answer is|答案是) .*$")
     for d, n in zip(docs, new):
         if d["family"] == "arithmetic":
             assert n == d
             continue
-        tail = re.compile(r"(The answer is|答案是) .*$")
         assert tail.search(n["text"]).group(0) == tail.search(d["text"]).group(0)
         for chain, r in re.findall(r"(?<![\d*/.-])(\d+(?: [+-] \d+)+) = (-?\d+)", n["text"]):
             terms = chain.split()  # every ± chain stated equal to a number is true, column steps included
