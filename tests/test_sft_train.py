@@ -40,7 +40,7 @@ def test_loss_mask_trains_response_tokens_only(tokenizer_dir, data_file):
     from r1lab.train.models import model_from_preset
 
     tok = load_tokenizer(tokenizer_dir)
-    cfg = SFTConfig(data=data_file, template="r1-zero", seq_len=512, eval_frac=0.0)
+    cfg = SFTConfig(data=data_file, template="r1-zero", seq_len=1024, eval_frac=0.0)
     train, _, info = build_datasets(cfg, tok, packed_attention=True)
     assert info["train_examples"] == 21 and info["cut_examples"] == 0
     # every label is either -100 or equals its input id; prompt text never appears among trained tokens

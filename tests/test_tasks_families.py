@@ -77,6 +77,44 @@ def test_integer_answers_are_canonical_and_arithmetic_is_right():
         assert m["a"] * x + m["b"] == m["c"] * x + m["e"]
 
 
+ONE_LINE = re.compile(r"(?<![\d*/(-])(\d+) ([+-]) (\d+) = (\d+)")
+COLUMN_INTRO = re.compile(r"(?:Add|Subtract|逐位相加|逐位相减) (\d+) ([+-]) (\d+)")
+
+
+@pytest.mark.parametrize("name", ["word", "word_zh", "equations"])
+@pytest.mark.parametrize("difficulty", [1, 2, 3])
+def test_sums_inside_word_and_equation_solutions_are_worked_in_columns(name, difficulty):
+    """Every addition or subtraction of non-negative numbers in a word or equation solution is worked by the
+    arithmetic family's column steps: a one-line "a ± b = r" appears only as a column step ("Ones: 7 + 2 = 9, ..."),
+    as the conclusion of its own column steps ("So 17 + 2 = 19") or in the self-check; every ± chain is true."""
+    from r1lab.tasks.arithmetic import EN
+    from r1lab.tasks.arithmetic_zh import ZH
+
+    columns = tuple(EN.places + ZH.places)
+    worked = 0
+    for p in sample(name, difficulty, 40):
+        for sentence in re.split(r"(?<=[.。])\s?", p.solution):
+            for m in ONE_LINE.finditer(sentence):
+                a, op, b, r = int(m.group(1)), m.group(2), int(m.group(3)), int(m.group(4))
+                if sentence.startswith(columns) or "verify" in sentence or "验证" in sentence:
+                    continue
+                assert sentence.startswith(("So ", "所以")) and m.start() <= 3, (sentence, p.solution)
+                worked += 1
+                head = p.solution[:p.solution.index(sentence)]
+                intro = list(COLUMN_INTRO.finditer(head))[-1]  # the column steps just before it
+                assert (int(intro.group(1)), intro.group(2), int(intro.group(3))) == (a, op, b), p.solution
+                assert r == (a + b if op == "+" else a - b)
+            if "verify" in sentence or "验证" in sentence:  # "58 + 6 * 6 + 23 = 117 and ..." is true
+                for expr, r in re.findall(r"([-\d (][-+*/\d ()]*?) = (-?\d+)", sentence.split("：")[-1]):
+                    assert re.fullmatch(r"[-+*/\d ()]+", expr) and eval(expr.replace("/", "//")) == int(r), sentence
+                continue
+            for chain, r in re.findall(r"(?<![\d*/.(-])(?<![*/] )(\d+(?: [+-] \d+)+) = (-?\d+)", sentence):
+                terms = chain.split()
+                value = int(terms[0]) + sum(int(x) if o == "+" else -int(x) for o, x in zip(terms[1::2], terms[2::2]))
+                assert value == int(r), (chain, r, p.solution)
+    assert worked >= (20 if name.startswith("word") else 5)
+
+
 def test_countdown_gold_uses_exactly_the_numbers_and_hits_target():
     for d in (1, 2, 3):
         for p in sample("countdown", d, 30):
@@ -128,7 +166,9 @@ def test_english_families_have_no_cjk():
 @pytest.mark.parametrize("name", GENERATIVE)
 def test_difficulty_knob_makes_problems_harder(name):
     easy, hard = sample(name, 1, 40), sample(name, 3, 40)
-    size = lambda ps: sum(len(p.prompt) + len(p.solution) for p in ps) / len(ps)
+    # equations: only sums of non-negative numbers are worked in columns, and level 3's are mostly negative, so its
+    # solutions are not longer than level 1's; its problems are (x on both sides, larger coefficients)
+    size = lambda ps: sum(len(p.prompt) + (len(p.solution) if name != "equations" else 0) for p in ps) / len(ps)
     assert size(hard) > 1.1 * size(easy)
     assert not {p.uid for p in easy} & {p.uid for p in hard} or name == "code"
 
@@ -138,7 +178,8 @@ def test_easy_level_is_short():
         for p in sample(name, 1, 50):
             limit = 60 if p.lang == "zh" else 110
             assert len(p.prompt) <= limit, p.prompt
-            assert len(p.solution) <= 320, p.solution
+            # equations at level 1: up to 3-digit column subtractions (~160 tokens in the R1 format)
+            assert len(p.solution) <= (340 if name == "equations" else 200), p.solution
 
 
 def test_self_verification_is_seeded_and_about_thirty_percent():

@@ -47,14 +47,16 @@ _CPU: dict[str, dict[str, Any]] = {
     # cosine at 1e-3 in the same 1100 steps (docs/benchmarks.md, eleventh session)
     "kind:pretrain": {"preset": "cpu-demo", "steps": 1100, "ckpt_every": 200, "eval_every": 550, "exact_match": 0,
                       "schedule": "wsd", "lr": 2e-3},
-    "kind:grpo": {"steps": 30, "prompts_per_step": 8, "group_size": 8, "max_new_tokens": 128, "eval_every": 0,
+    # 192 new tokens (was 128): word and equation solutions work their sums in columns since the fourteenth session,
+    # and 75 % of the equations' worked R1-format responses at difficulty 1 are over 120 tokens (p90 160, max ~200)
+    "kind:grpo": {"steps": 30, "prompts_per_step": 8, "group_size": 8, "max_new_tokens": 192, "eval_every": 0,
                   "save_every": 5, "families": ALL, "n_train_per_family": 300, "lr": 1e-4, "log_samples": 2},
     "kind:sft": {"epochs": 6, "micro_batch": 8, "seq_len": 384, "lr": 1e-3, "save_every": 25, "eval_every": 25,
                  "warmup_steps": 5},
-    "kind:eval": {"n_per_family": 12, "k": 4, "max_tokens": 128},
-    "kind:cold_start": {"n_per_family": 12, "k": 4, "max_tokens": 128, "max_response_tokens": 120,
+    "kind:eval": {"n_per_family": 12, "k": 4, "max_tokens": 192},
+    "kind:cold_start": {"n_per_family": 12, "k": 4, "max_tokens": 192, "max_response_tokens": 180,
                         "n_worked_per_family": 50},
-    "kind:reject": {"n_per_family": 16, "k": 4, "max_tokens": 128, "max_response_tokens": 120, "min_rows": 200,
+    "kind:reject": {"n_per_family": 16, "k": 4, "max_tokens": 192, "max_response_tokens": 180, "min_rows": 200,
                     "n_non_reasoning": 30},
     "kind:reward_model": {"steps": 40, "n_pairs": 256, "batch_size": 16, "max_len": 192},
     # The student gets the base's pretraining budget, and distill-data samples 100 prompts per family (207 teacher
@@ -112,15 +114,15 @@ _GPU: dict[str, dict[str, Any]] = {
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {"tiny": _TINY, "cpu": _CPU, "gpu": _GPU}
 
 # Wall seconds of each stage in one measured run, for the speedrun's "about N min to go" (the remaining stages' times
-# here × how much slower or faster this machine ran the finished ones; ``rundir.eta_seconds``). cpu: the twelfth
-# session's 2-core sandbox (AMD EPYC, AVX2 only, 2026-11-25, idle; `r1lab speedrun --preset cpu`): 2133 s in all,
-# `/tmp/s12/sr1` up to r1-reject and the stages after it rerun with r1-sft at 9 epochs — about 1.8x the eleventh
-# session's 1136 s on the earlier 2-core sandbox (docs/benchmarks.md, twelfth session).
+# here × how much slower or faster this machine ran the finished ones; ``rundir.eta_seconds``). cpu: the fourteenth
+# session's run on the 2-core sandbox (AMD EPYC, AVX2 only, 2026-11-25; `r1lab speedrun --preset cpu`, /tmp/s14/sr):
+# 2604 s in all; its pretraining (853 s) shared the machine with a test run for its first minutes, so "pretrain" is
+# the thirteenth session's idle 764 s of the same stage (docs/benchmarks.md, fourteenth session).
 EXPECTED_SECONDS: dict[str, dict[str, float]] = {
-    "cpu": {"tokenizer": 10, "pretrain": 710, "eval-base": 19, "r1-zero": 61, "eval-r1-zero": 24,
-            "cold-start-data": 17, "r1-cold-sft": 29, "eval-r1-cold-sft": 25, "r1-reasoning-rl": 55,
-            "eval-r1-reasoning-rl": 27, "r1-reject": 28, "r1-sft": 100, "eval-r1-sft": 23, "reward-model": 19,
-            "r1": 54, "eval-r1": 25, "distill-data": 188, "student-base": 492, "distill-student": 42,
-            "eval-distill-student": 20, "rl-only-student": 71, "eval-rl-only-student": 23, "qwen2-student": 2,
-            "distill-qwen2": 46, "eval-distill-qwen2": 23, "report": 3},
+    "cpu": {"tokenizer": 13, "pretrain": 764, "eval-base": 23, "r1-zero": 112, "eval-r1-zero": 29,
+            "cold-start-data": 23, "r1-cold-sft": 38, "eval-r1-cold-sft": 31, "r1-reasoning-rl": 74,
+            "eval-r1-reasoning-rl": 31, "r1-reject": 31, "r1-sft": 131, "eval-r1-sft": 33, "reward-model": 20,
+            "r1": 59, "eval-r1": 29, "distill-data": 197, "student-base": 538, "distill-student": 68,
+            "eval-distill-student": 24, "rl-only-student": 106, "eval-rl-only-student": 26, "qwen2-student": 2,
+            "distill-qwen2": 86, "eval-distill-qwen2": 25, "report": 4},
 }

@@ -28,6 +28,7 @@ ZH = Phrases(
     conclude="所以 {expr} = {r}。",
     place_fallback="第 {n} 位",
     stop="。",
+    space="",
 )
 
 

@@ -1,7 +1,8 @@
 """Linear equations in one unknown with an integer solution: "Solve for x: 3x + 5 = 20." → 5.
 
 Idea: the simplest algebra word-free task with a unique, rule-checkable answer (R1-Zero accuracy reward,
-arXiv 2501.12948 §2.2.2), solved by the balance method (do the same to both sides), one sentence per move.
+arXiv 2501.12948 §2.2.2), solved by the balance method (do the same to both sides), one sentence per move; the
+moves' additions and subtractions of non-negative numbers are worked in columns (`arithmetic.worked_calc`).
 
 Difficulty d: d = 1 is ax + b = c with positive a, b, x; d = 2 allows negative b and x; d ≥ 3 puts x on both
 sides (ax + b = cx + e), coefficients and solutions growing with d. The solution is picked first, so it is
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import random
 
+from r1lab.tasks.arithmetic import EN, worked_calc
 from r1lab.tasks.base import (
     Family,
     Problem,
@@ -91,7 +93,7 @@ class EquationsFamily(Family):
         if b:
             move = f"Subtract {b} from" if b > 0 else f"Add {-b} to"
             sign = "-" if b > 0 else "+"
-            lines.append(f"{move} both sides: {term(k)} = {e} {sign} {abs(b)} = {rhs}.")
+            lines.append(f"{move} both sides: {term(k)} = {worked_calc(e, sign, abs(b), EN)}.")
         if k != 1:
             lines.append(f"Divide both sides by {k}: x = {rhs} / {paren(k)} = {x}.")
         check = f"{a} * {paren(x)} + {paren(b)} = {a * x + b}"

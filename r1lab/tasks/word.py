@@ -3,7 +3,9 @@
 Idea: a story is a running count of items that changes by one action per sentence (buy, give away, buy packs,
 share equally); the question asks for the final count. The worked solution restates each action as one equation,
 the same shape as GSM8K solutions (Cobbe et al., 2021) used in R1's math data, and is rule-checkable
-(arXiv 2501.12948 §2.2.2). Sentence tables make the engine bilingual (`word_zh` supplies Chinese).
+(arXiv 2501.12948 §2.2.2). Each addition and subtraction is then worked in columns with the `arithmetic` family's
+own sentences (`arithmetic.worked_calc`): a tiny model copies the structure of one-line sums well and their
+results badly. Sentence tables make the engine bilingual (`word_zh` supplies Chinese).
 
 Difficulty d: min(d, 3) actions; starting counts up to 20d and amounts up to 10d. "Share equally" only closes a
 story and only when the count divides evenly; counts never go negative.
@@ -14,6 +16,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from r1lab.tasks.arithmetic import EN as EN_PHRASES
+from r1lab.tasks.arithmetic import Phrases, worked_calc
 from r1lab.tasks.base import (
     Family,
     Problem,
@@ -27,7 +31,8 @@ from r1lab.tasks.base import (
 @dataclass(frozen=True)
 class Story:
     """Sentence templates. Fields: {n} name, {p} pronoun subject, {o} pronoun object, {f} friend, {it} item
-    (plural in en), {m} measure word (zh), {a} {b} {k} numbers, {r} running result, {expr} calculation."""
+    (plural in en), {m} measure word (zh), {a} {b} {k} numbers, {calc} a worked calculation ("17 + 2 = 19" or its
+    column steps, without the full stop)."""
 
     names: tuple[tuple[str, str, str], ...]  # (name, subject pronoun, object pronoun)
     items: tuple[tuple[str, str], ...]  # (item, measure word)
@@ -39,9 +44,10 @@ class Story:
     question: str
     share_question: str
     sol_start: str
-    sol_step: str  # {clause}: {expr} = {r}
+    sol_step: str  # {clause}: {calc}
     sol_pack: str
     sol_share: str
+    phrases: Phrases  # column-arithmetic sentences of the same language
 
 
 EN = Story(
@@ -59,9 +65,10 @@ EN = Story(
     question="How many {it} does {n} have now?",
     share_question="How many {it} are in each box?",
     sol_start="{n} starts with {a} {it}.",
-    sol_step="{clause}: {expr} = {r}.",
-    sol_pack="{k} bags of {b} is {k} * {b} = {kb}, so {expr} = {r}.",
-    sol_share="{p} shares them into {k} boxes: {expr} = {r}.",
+    sol_step="{clause}: {calc}.",
+    sol_pack="{k} bags of {b} is {k} * {b} = {kb}, so {calc}.",
+    sol_share="{p} shares them into {k} boxes: {calc}.",
+    phrases=EN_PHRASES,
 )
 
 
@@ -110,6 +117,7 @@ def write_story(rng: random.Random, difficulty: int, st: Story, lang: str) -> tu
     f = rng.choice([x for x in st.names if x[0] != n])[0]
     start, acts = plan(rng, difficulty)
     kw = {"n": n, "p": p, "o": o, "f": f, "it": it, "m": m}
+    ph = st.phrases
     story, sol = [st.start.format(a=start, **kw)], [st.sol_start.format(a=start, **kw)]
     r, chain = start, str(start)
     for kind, b, k in acts:
@@ -117,15 +125,15 @@ def write_story(rng: random.Random, difficulty: int, st: Story, lang: str) -> tu
             sentence, clause = rng.choice(st.add if kind == "add" else st.sub)
             sign, new = ("+", r + b) if kind == "add" else ("-", r - b)
             story.append(sentence.format(b=b, **kw))
-            sol.append(st.sol_step.format(clause=clause.format(b=b, **kw), expr=f"{r} {sign} {b}", r=new))
+            sol.append(st.sol_step.format(clause=clause.format(b=b, **kw), calc=worked_calc(r, sign, b, ph)))
             r, chain = new, f"{chain} {sign} {b}"
         elif kind == "pack":
             story.append(st.pack.format(b=b, k=k, **kw))
-            sol.append(st.sol_pack.format(b=b, k=k, kb=k * b, expr=f"{r} + {k * b}", r=r + k * b, **kw))
+            sol.append(st.sol_pack.format(b=b, k=k, kb=k * b, calc=worked_calc(r, "+", k * b, ph), **kw))
             r, chain = r + k * b, f"{chain} + {k} * {b}"
         else:
             story.append(st.share.format(k=k, **kw))
-            sol.append(st.sol_share.format(k=k, expr=f"{r} / {k}", r=r // k, **kw))
+            sol.append(st.sol_share.format(k=k, calc=worked_calc(r, "/", k, ph), **kw))
             r, chain = r // k, f"({chain}) / {k}"
     ask = st.share_question if acts[-1][0] == "share" else st.question
     prompt = join_steps([*story, ask.format(**kw)], lang)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 
+from r1lab.tasks.arithmetic_zh import ZH as ZH_PHRASES
 from r1lab.tasks.base import Family, Problem
 from r1lab.tasks.word import Story, write_story
 
@@ -27,9 +28,10 @@ ZH = Story(
     question="{n}现在有多少{m}{it}？",
     share_question="每个盒子里有多少{m}{it}？",
     sol_start="{n}一开始有 {a} {m}{it}。",
-    sol_step="{clause}：{expr} = {r}。",
-    sol_pack="{k} 袋，每袋 {b} {m}，共 {k} * {b} = {kb} {m}，所以 {expr} = {r}。",
-    sol_share="平均放进 {k} 个盒子：{expr} = {r}。",
+    sol_step="{clause}：{calc}。",
+    sol_pack="{k} 袋，每袋 {b} {m}，共 {k} * {b} = {kb} {m}，所以 {calc}。",
+    sol_share="平均放进 {k} 个盒子：{calc}。",
+    phrases=ZH_PHRASES,
 )
 
 
