@@ -1,7 +1,8 @@
 """Is the base model's arithmetic bound to the context it was drilled in? Greedy one-digit sums in two contexts —
 after two facts-drill sentences and as the step of a word-problem solution — and greedy worked-solution accuracy
 ("Question: …\\nSolution:", the corpus's worked frame; 问题/解答 for Chinese) per family on held-out problems.
-Prints one JSON line.
+Prints one JSON line. (The word_step context is the one-line step word solutions had until the fourteenth session;
+they now work each sum in columns, so for a current base it probes a context the corpus no longer holds.)
 
     python benchmarks/arithmetic_context.py --model runs/speedrun/pretrain/model
 """

@@ -1,5 +1,6 @@
-"""Size presets for the recipes: ``tiny`` (tests, every stage a handful of steps), ``cpu`` (the speedrun budget on
-2 CPU cores, ≤ ~20 minutes end to end), ``gpu`` (one GPU, a bigger model and longer stages).
+"""Size presets for the recipes: ``tiny`` (tests, every stage a handful of steps), ``cpu`` (the speedrun on 2 CPU
+cores: 19 minutes on a fast 2-core machine before the fourteenth session's longer solutions, 43 on a slow one
+after), ``gpu`` (one GPU, a bigger model and longer stages).
 
 Keys: ``"kind:<kind>"`` applies to every stage of that kind, ``"<stage name>"`` to one stage (applied after the
 kind's entry). Values are fields of the stage kind's config dataclass (see ``recipes.KINDS``); ``recipes.resolve``
@@ -9,7 +10,8 @@ Measured (2 cores shared with other jobs, load 5–10, ``--threads 1``; 2026-11-
 student-base 221 s, GRPO 5–11 s per step of 64 samples (r1-zero 327 s, r1-reasoning-rl 160 s, r1 51 s, rl-only
 148 s), SFT 5–18 s, sampling stages 24–51 s, evals 15–34 s each (84 test problems × (4 samples + greedy));
 ≈ 31 min in total under that load. Idle machine, 2026-11-24 (third session): the whole cpu run in 1115 s
-(pretraining 1100 steps 418 s, student-base 1100 steps 307 s, distill-data 84 s).
+(pretraining 1100 steps 418 s, student-base 1100 steps 307 s, distill-data 84 s). The current preset: EXPECTED_SECONDS
+below.
 """
 
 from __future__ import annotations
