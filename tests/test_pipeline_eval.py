@@ -64,6 +64,22 @@ def test_cons_tie_break_and_mixing_rate():
     assert res.language_mixing_rate == pytest.approx(0.25)  # one CoT of four: 2 Han words of 4
 
 
+def test_countdown_solutions_written_differently_vote_together():
+    """Two different correct countdown expressions share one vote (the numbers they write, the value they make); by
+    their texts the four answers would tie 1-1-1-1 and the first, wrong one would win."""
+    (p,) = make_split("test", 1, families=["countdown"])
+    a, b, c = p.meta["numbers"]
+    right, target = p.answer, p.meta["target"]
+    same = f"({right})"  # the same solution, written differently
+    wrong1, wrong2 = f"{a} + {b} + {c} + 1", f"{a} + {b}"
+    assert target not in (a + b + c + 1, a + b)
+    script = {p.prompt: [zero("try", wrong1), zero("try", right), zero("try", wrong2), zero("try", same)]}
+    res = evaluate(scripted(script, {p.prompt: zero("x", right)}), [p], k=4, progress=False)
+    assert res.pass_at_1 == 0.5 and res.cons_at_k == 1.0
+    by_text = [vote_key(x) for x in (wrong1, right, wrong2, same)]
+    assert len(set(by_text)) == 4 and majority(by_text) == 0  # what the old text vote would have chosen
+
+
 def test_generator_output_is_checked():
     (p,) = make_split("test", 1, families=["arithmetic"])
     with pytest.raises(ValueError, match="returned 1 completions"):

@@ -11,8 +11,9 @@ Definitions (deliberate, documented choices):
 - correctness of a sample = the task's own rule reward ``r1lab.tasks.task_reward`` is 1.0 (countdown's 0.1
   "well-formed but wrong" counts as wrong); for benchmark rows (family "math") that is Math-Verify equivalence of
   the extracted answer (``r1lab.rewards.math.extract_answer``: last <answer>, else last \\boxed{}, else last ####).
-- cons@k: each sample votes with its extracted answer, normalised by ``vote_key`` (whitespace removed, integers
-  canonical); samples without an answer do not vote; ties go to the answer whose first vote came earliest (sample
+- cons@k: each sample votes with its extracted answer as its family reads it (``Family.vote``: countdown
+  expressions vote with the numbers they write and the value they make, so different solutions agree), normalised by
+  ``vote_key`` (whitespace removed, integers canonical); samples without an answer do not vote; ties go to the answer whose first vote came earliest (sample
   order is seeded, so this is deterministic); the problem counts as solved when a sample carrying the winning
   answer is correct (all samples with one key get one verdict, since checkers only read the answer).
 - language mixing: a response is "mixed" when its chain of thought (inside <think>…</think>, or the whole
@@ -170,9 +171,12 @@ def aggregate(records: Sequence[ProblemRecord], k: int) -> EvalResult:
 def record_for(problem: Any, completions: Sequence[Completion], style: str,
                greedy: Completion | None = None) -> ProblemRecord:
     """Score the k completions (and the optional greedy one) of one problem."""
+    from r1lab.tasks import get_family
+
     responses = [full_response(c.text, style) for c in completions]
     scored = [score_sample(r, problem) for r in responses]
-    keys = [vote_key(a) for _, a in scored]
+    family = get_family(problem.family)
+    keys = [vote_key(family.vote(a)) for _, a in scored]
     winner = majority(keys)
     greedy_ok = None if greedy is None else score_sample(full_response(greedy.text, style), problem)[0]
     return ProblemRecord(

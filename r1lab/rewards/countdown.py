@@ -91,7 +91,16 @@ def uses_numbers(expr: str, numbers: Sequence[int]) -> bool:
     >>> uses_numbers("55 + 36 - 7 - 19", [19, 36, 55, 7]), uses_numbers("7 * 7", [7])
     (True, False)
     """
-    return sorted(int(n) for n in re.findall(r"\d+", expr)) == sorted(int(n) for n in numbers)
+    return written_numbers(expr) == sorted(int(n) for n in numbers)
+
+
+def written_numbers(expr: str) -> list[int]:
+    """The integers written in ``expr``, sorted (the multiset ``uses_numbers`` compares).
+
+    >>> written_numbers("(14 - 7) * 13 + 7")
+    [7, 7, 13, 14]
+    """
+    return sorted(int(n) for n in re.findall(r"\d+", expr))
 
 
 def check_countdown_expression(expr: str, numbers: Sequence[int], target: float) -> bool:

@@ -200,6 +200,11 @@ class Family(abc.ABC):
         """The final answer this family's reward reads from a full completion (also the cons@k vote)."""
         return extract_final(completion)
 
+    def vote(self, answer: str | None) -> str | None:
+        """What an extracted answer votes with in cons@k: answers that must get the same verdict may share it (the
+        answer itself by default; ``r1lab.pipeline.evaluate.vote_key`` normalises it further)."""
+        return answer
+
     def reward(self, completion: str, problem: Problem) -> float:
         """1.0 if the final answer extracted from the full completion is correct, else 0.0."""
         return 1.0 if self.check(self.answer(completion), problem) else 0.0

@@ -124,6 +124,24 @@ class CountdownFamily(Family):
 
         return bool(check_countdown_expression(answer, problem.meta["numbers"], problem.meta["target"]))
 
+    def vote(self, answer: str | None) -> str | None:
+        """cons@k vote: the numbers an expression writes and the exact value it makes, which is all the checker reads,
+        so two different solutions vote together; an expression that does not evaluate votes with its text.
+
+        >>> fam = CountdownFamily()
+        >>> fam.vote("14 + 10 - 3") == fam.vote("(10 + 14) - 3"), fam.vote("14 + 3 + 3"), fam.vote("1 +")
+        (True, '3 3 14 = 20', '1 +')
+        """
+        if answer is None:
+            return None
+        from r1lab.rewards.countdown import evaluate_equation, written_numbers
+
+        try:
+            value = evaluate_equation(answer)
+        except (ValueError, ZeroDivisionError, RecursionError):
+            return answer
+        return " ".join(map(str, written_numbers(answer))) + f" = {value}"
+
     def reward(self, completion: str, problem: Problem) -> float:
         """TinyZero reward of the full completion: 1.0 correct, 0.1 well-formed but wrong, 0.0 no answer."""
         from r1lab.rewards.countdown import countdown_reward
