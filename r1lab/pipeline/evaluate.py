@@ -13,9 +13,10 @@ Definitions (deliberate, documented choices):
   the extracted answer (``r1lab.rewards.math.extract_answer``: last <answer>, else last \\boxed{}, else last ####).
 - cons@k: each sample votes with its extracted answer as its family reads it (``Family.vote``: countdown
   expressions vote with the numbers they write and the value they make, so different solutions agree), normalised by
-  ``vote_key`` (whitespace removed, integers canonical); samples without an answer do not vote; ties go to the answer whose first vote came earliest (sample
-  order is seeded, so this is deterministic); the problem counts as solved when a sample carrying the winning
-  answer is correct (all samples with one key get one verdict, since checkers only read the answer).
+  ``vote_key`` (whitespace removed, integers canonical); samples without an answer do not vote; ties go to the
+  answer whose first vote came earliest (sample order is seeded, so this is deterministic); the problem counts as
+  solved when a sample carrying the winning answer is correct (all samples with one key get one verdict, since
+  checkers only read the answer).
 - language mixing: a response is "mixed" when its chain of thought (inside <think>…</think>, or the whole
   response when there is none) has words and fewer than 90% of them are in the problem's language
   (``r1lab.rewards.language_consistency``, the paper's "proportion of target language words"); see ``is_mixed``.

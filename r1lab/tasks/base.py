@@ -197,7 +197,7 @@ class Family(abc.ABC):
         return equal_to_gold(answer, problem.answer)
 
     def answer(self, completion: str) -> str | None:
-        """The final answer this family's reward reads from a full completion (also the cons@k vote)."""
+        """The final answer this family's reward reads from a full completion (cons@k votes with ``vote`` of it)."""
         return extract_final(completion)
 
     def vote(self, answer: str | None) -> str | None:
