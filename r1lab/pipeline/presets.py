@@ -117,14 +117,13 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {"tiny": _TINY, "cpu": _CPU, "gp
 
 # Wall seconds of each stage in one measured run, for the speedrun's "about N min to go" (the remaining stages' times
 # here × how much slower or faster this machine ran the finished ones; ``rundir.eta_seconds``). cpu: the fourteenth
-# session's run on the 2-core sandbox (AMD EPYC, AVX2 only, 2026-11-25; `r1lab speedrun --preset cpu`, /tmp/s14/sr):
-# 2604 s in all; its pretraining (853 s) shared the machine with a test run for its first minutes, so "pretrain" is
-# the thirteenth session's idle 764 s of the same stage (docs/benchmarks.md, fourteenth session).
+# session's last run on the 2-core sandbox (AMD EPYC, AVX2 only, 2026-11-26, idle; `r1lab speedrun --preset cpu`,
+# /tmp/s14/sr_final): 2314 s in all, every result equal to the run in docs/benchmarks.md, fourteenth session.
 EXPECTED_SECONDS: dict[str, dict[str, float]] = {
-    "cpu": {"tokenizer": 13, "pretrain": 764, "eval-base": 23, "r1-zero": 112, "eval-r1-zero": 29,
-            "cold-start-data": 23, "r1-cold-sft": 38, "eval-r1-cold-sft": 31, "r1-reasoning-rl": 74,
-            "eval-r1-reasoning-rl": 31, "r1-reject": 31, "r1-sft": 131, "eval-r1-sft": 33, "reward-model": 20,
-            "r1": 59, "eval-r1": 29, "distill-data": 197, "student-base": 538, "distill-student": 68,
-            "eval-distill-student": 24, "rl-only-student": 106, "eval-rl-only-student": 26, "qwen2-student": 2,
-            "distill-qwen2": 86, "eval-distill-qwen2": 25, "report": 4},
+    "cpu": {"tokenizer": 10, "pretrain": 640, "eval-base": 19, "r1-zero": 91, "eval-r1-zero": 25,
+            "cold-start-data": 19, "r1-cold-sft": 36, "eval-r1-cold-sft": 28, "r1-reasoning-rl": 62,
+            "eval-r1-reasoning-rl": 28, "r1-reject": 30, "r1-sft": 130, "eval-r1-sft": 35, "reward-model": 21,
+            "r1": 67, "eval-r1": 30, "distill-data": 193, "student-base": 516, "distill-student": 73,
+            "eval-distill-student": 23, "rl-only-student": 99, "eval-rl-only-student": 27, "qwen2-student": 2,
+            "distill-qwen2": 79, "eval-distill-qwen2": 27, "report": 3},
 }
