@@ -17,10 +17,16 @@ tokens/s over that bound (prefill time counts against us, so it is a conservativ
 ``--preset qwen2`` measures the engine's dense runner instead: a random transformers Qwen2 of Qwen2.5-0.5B's shape
 (vocabulary 32,000), our engine vs ``generate`` on the very same module; no MTP row.
 
+``--model-dir`` measures a trained model of ours instead (e.g. the speedrun's R1), and ``--temperature`` / ``--top-p``
+set both engines' sampling (the speedrun samples at 0.6 / 0.95; a trained model's peaked distributions are where the
+engine's top-k shortlist for nucleus sampling applies, ``r1lab.engine.sampler``).
+
 Usage:
   python benchmarks/generate.py                                # GPU, peer-baseline model
   python benchmarks/generate.py --preset qwen2 --compile       # GPU, Qwen2 on the dense runner
   python benchmarks/generate.py --device cpu --preset tiny     # smoke run on a CPU
+  python benchmarks/generate.py --device cpu --model-dir runs/speedrun/r1/final --temperature 0.6 --top-p 0.95 \
+      --batch-sizes 1,64 --prompt-len 48 --new-tokens 128          # the speedrun's teacher as the speedrun samples
 """
 
 from __future__ import annotations
@@ -106,8 +112,8 @@ def sync(device):
         torch.cuda.synchronize(device)
 
 
-def time_ours(llm: LLM, prompts, new_tokens: int) -> float:
-    sp = SamplingParams(temperature=1.0, max_tokens=new_tokens, stop_token_ids=[], seed=None)
+def time_ours(llm: LLM, prompts, new_tokens: int, temperature: float = 1.0, top_p: float = 1.0) -> float:
+    sp = SamplingParams(temperature=temperature, top_p=top_p, max_tokens=new_tokens, stop_token_ids=[], seed=None)
     if llm.compile:  # record every CUDA graph the timed run needs (one per batch bucket and key-length bucket)
         llm.generate(prompt_token_ids=prompts, sampling_params=sp)
     else:
@@ -121,10 +127,10 @@ def time_ours(llm: LLM, prompts, new_tokens: int) -> float:
     return len(prompts) * new_tokens / dt
 
 
-def time_hf(hf_model, prompts, new_tokens: int, device) -> float:
+def time_hf(hf_model, prompts, new_tokens: int, device, temperature: float = 1.0, top_p: float = 1.0) -> float:
     ids = torch.tensor(prompts, device=device)
     mask = torch.ones_like(ids)
-    kw = {"do_sample": True, "temperature": 1.0, "top_k": 0, "top_p": 1.0, "max_new_tokens": new_tokens,
+    kw = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": top_p, "max_new_tokens": new_tokens,
               "min_new_tokens": new_tokens, "pad_token_id": 0}
     with torch.no_grad():
         hf_model.generate(ids[:2, :8], attention_mask=mask[:2, :8], **{**kw, "max_new_tokens": 4, "min_new_tokens": 4})
@@ -150,16 +156,26 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-peer", action="store_true", help="do not run transformers generate")
     ap.add_argument("--peak-bw", type=float, default=None, help="peak memory bandwidth in bytes/s")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--model-dir", default=None,
+                    help="a trained model of ours (e.g. runs/speedrun/r1/final) instead of random weights; --preset "
+                         "is then ignored")
+    ap.add_argument("--temperature", type=float, default=1.0)
+    ap.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling in both engines (the speedrun: 0.95)")
     ap.add_argument("--dense-experts-max", type=int, default=0,
                     help="decode steps of at most N tokens (with N·K > E) run every expert densely instead of the "
                          "grouped path (experiment; see r1lab.engine.runner.ffn_decode)")
     args = ap.parse_args(argv)
     device = torch.device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    dense = args.preset in QWEN2
-    cfg = None if dense else build_config(args.preset)
+    dense = args.preset in QWEN2 and not args.model_dir
     torch.manual_seed(args.seed)
-    model = (build_qwen2(args.preset) if dense else DeepSeekV3ForCausalLM(cfg)).to(device=device, dtype=dtype).eval()
+    if args.model_dir:
+        model = DeepSeekV3ForCausalLM.from_pretrained(args.model_dir, dtype=dtype, device=str(device)).eval()
+        cfg = model.config
+    else:
+        cfg = None if dense else build_config(args.preset)
+        model = (build_qwen2(args.preset) if dense else DeepSeekV3ForCausalLM(cfg)).to(device=device,
+                                                                                       dtype=dtype).eval()
     vocab = model.config.vocab_size
     batches = [int(b) for b in args.batch_sizes.split(",")]
     gen = torch.Generator().manual_seed(args.seed)
@@ -181,15 +197,17 @@ def main(argv=None) -> int:
     bw = peak_bandwidth(device, args.peak_bw)
     elem = torch.finfo(dtype).bits // 8
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    base = {"bench": "generate", "device": name, "dtype": str(dtype).replace("torch.", ""), "preset": args.preset,
+    base = {"bench": "generate", "device": name, "dtype": str(dtype).replace("torch.", ""),
+            "preset": None if args.model_dir else args.preset,
+            "model_dir": args.model_dir, "temperature": args.temperature, "top_p": args.top_p,
             "prompt_len": args.prompt_len, "new_tokens": args.new_tokens, "compile": args.compile,
             "dense_experts_max": args.dense_experts_max}
     for b in batches:
         prompts = prompts_all[:b]
-        ours = time_ours(llm, prompts, args.new_tokens)
+        ours = time_ours(llm, prompts, args.new_tokens, args.temperature, args.top_p)
         row = {**base, "batch": b, "tokens_per_s": round(ours, 1)}
         if hf_model is not None:
-            peer = time_hf(hf_model, prompts, args.new_tokens, device)
+            peer = time_hf(hf_model, prompts, args.new_tokens, device, args.temperature, args.top_p)
             row.update(peer="transformers.generate", peer_tokens_per_s=round(peer, 1), ratio=round(ours / peer, 2))
         if bw:
             context = args.prompt_len + args.new_tokens / 2

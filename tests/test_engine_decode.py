@@ -8,6 +8,7 @@ import torch
 
 from r1lab.engine import LLM, SamplingParams
 from r1lab.engine.cache import LatentCache
+from r1lab.engine import sampler
 from r1lab.engine.runner import DeepSeekRunner
 from r1lab.engine.sampler import RowParams, processed_probs
 from r1lab.model import DeepSeekV3Config, DeepSeekV3ForCausalLM
@@ -26,13 +27,14 @@ PROMPTS = [[5, 6, 7, 8, 9], [11, 12], [3] * 17, [40], [7, 8, 9, 10, 11, 12, 13],
 
 
 @pytest.mark.parametrize("dense_experts_max", [0, 64])  # multi-token step: grouped experts, or every expert densely
-def test_absorbed_decode_matches_full_forward_every_step(model, dense_experts_max):
+@pytest.mark.parametrize("all_slots", [False, True])  # gathered cache rows, or the batch in slot order over the cache
+def test_absorbed_decode_matches_full_forward_every_step(model, dense_experts_max, all_slots):
     cfg = model.config
     cache = LatentCache(cfg.num_hidden_layers, 4, 64, cfg.kv_lora_rank + cfg.qk_rope_head_dim, torch.float32,
                         torch.device("cpu"))
     runner = DeepSeekRunner(model, cache, dense_experts_max=dense_experts_max)
-    prompts = [[5, 6, 7, 8, 9], [11, 12], [3] * 9]
-    slots = [2, 0, 3]  # arbitrary slot assignment
+    prompts = [[5, 6, 7, 8, 9], [11, 12], [3] * 9, [40, 41, 42]]
+    slots = [2, 0, 3, 1]  # arbitrary slot assignment, every slot once
     with torch.no_grad():
         logits = runner.prefill(prompts, slots)
         seqs = [list(p) for p in prompts]
@@ -44,11 +46,11 @@ def test_absorbed_decode_matches_full_forward_every_step(model, dense_experts_ma
             for s, t in zip(seqs, nxt.tolist()):
                 s.append(t)
             starts = torch.tensor([len(s) - 1 for s in seqs])
-            logits = runner.decode(nxt[:, None], starts, torch.tensor(slots), 64)[:, 0]
+            logits = runner.decode(nxt[:, None], starts, torch.tensor(slots), 64, all_slots)[:, 0]
         # a multi-token decode step (the verification step of speculative decoding) agrees too
-        extra = torch.tensor([[1, 2, 3]] * 3)
+        extra = torch.tensor([[1, 2, 3]] * 4)
         starts = torch.tensor([len(s) for s in seqs])
-        multi = runner.decode(extra, starts, torch.tensor(slots), 64)
+        multi = runner.decode(extra, starts, torch.tensor(slots), 64, all_slots)
         for i, s in enumerate(seqs):
             ref = model(torch.tensor([s + [1, 2, 3]])).logits[0, -3:]
             assert torch.allclose(multi[i], ref, atol=1e-5, rtol=0)
@@ -56,7 +58,7 @@ def test_absorbed_decode_matches_full_forward_every_step(model, dense_experts_ma
 
 def test_logprobs_are_raw_log_softmax_of_training_forward(model):
     llm = LLM(model, max_batch_size=4, seed=0)
-    sp = SamplingParams(n=2, temperature=0.7, top_k=20, top_p=0.9, max_tokens=12, seed=3)
+    sp = SamplingParams(n=2, temperature=0.7, top_k=20, top_p=0.9, max_tokens=12, seed=3, stop_token_ids=[])
     outs = llm.generate(prompt_token_ids=PROMPTS[:3], sampling_params=sp)
     for req in outs:
         for comp in req.outputs:
@@ -101,6 +103,19 @@ def test_seeded_sampling_is_reproducible_and_greedy_is_deterministic(model):
     a = llm.generate(prompt_token_ids=[PROMPTS[1]], sampling_params=sp)[0].outputs[0].token_ids
     b = llm.generate(prompt_token_ids=[PROMPTS[1]], sampling_params=sp)[0].outputs[0].token_ids
     assert a == b
+
+
+def test_seeded_streams_are_per_prompt_and_batch_independent(model):
+    """One seeded SamplingParams for many prompts: each prompt gets its own random stream (the sampler reads one
+    number per token, so shared streams would correlate the prompts' samples), and a prompt's samples do not depend
+    on the batch it runs in."""
+    llm = LLM(model, max_batch_size=4)
+    sp = SamplingParams(n=2, temperature=1.0, max_tokens=8, seed=11, stop_token_ids=[])
+    seeds = [s.generator.initial_seed() for p in PROMPTS[:3] for s in llm._sequences(0, p, sp)]
+    assert len(set(seeds)) == 6
+    together = llm.generate(prompt_token_ids=PROMPTS[:3], sampling_params=sp)
+    alone = llm.generate(prompt_token_ids=[PROMPTS[2]], sampling_params=sp)[0]
+    assert [c.token_ids for c in together[2].outputs] == [c.token_ids for c in alone.outputs]
 
 
 def _rp(**kw):
@@ -182,3 +197,50 @@ def test_decode_step_without_sync_free_grouped_gemm_is_one_graph(model):
     assert llm._runner.compiled and not counters["graph_break"]
     assert counters["stats"]["unique_graphs"] == 1
     assert [o.outputs[0].token_ids for o in out] == [o.outputs[0].token_ids for o in eager]
+
+
+def _rows(**kw):
+    n = len(next(iter(kw.values())))
+    base = {"temperature": [1.0] * n, "top_k": [0] * n, "top_p": [1.0] * n, "min_p": [0.0] * n}
+    base.update(kw)
+    return RowParams(base["temperature"], base["top_k"], base["top_p"], base["min_p"], torch.device("cpu"))
+
+
+@pytest.mark.parametrize("params", [
+    {"temperature": [0.6, 0.6, 1.0, 0.3], "top_p": [0.95, 0.9, 0.5, 0.95]},  # peaked: the shortlist suffices
+    {"temperature": [0.6, 0.7, 0.8, 0.6], "top_k": [5, 0, 8, 0], "top_p": [1.0, 0.9, 0.95, 0.8],
+     "min_p": [0.0, 0.05, 0.0, 0.1]},
+    {"temperature": [0.0, 0.6, 0.6, 0.0], "top_p": [1.0, 0.9, 0.95, 1.0]},  # greedy rows mixed in
+    {"temperature": [3.0, 0.6, 0.6, 0.6], "top_p": [0.99, 0.9, 0.9, 0.9]},  # one flat row: the full sort
+    {"temperature": [0.6, 0.6, 0.6, 0.6], "top_k": [20, 0, 0, 0], "top_p": [1.0, 0.9, 0.9, 0.9]},  # top-k > K
+])
+def test_shortlist_candidates_equal_the_full_sort(params):
+    torch.manual_seed(0)
+    logits = torch.randn(4, 300) * 4
+    rp = _rows(**params)
+    ref = processed_probs(logits, rp, shortlist=0)  # the reference: sort the whole vocabulary
+    fast = processed_probs(logits, rp, shortlist=8)
+    assert torch.allclose(fast, ref, atol=1e-6)
+    probs, ids = sampler.candidates(logits, rp, shortlist=8)
+    flat_row = max(params["temperature"]) > 2 or max(params.get("top_k", [0])) > 8
+    assert probs.shape[-1] == (300 if flat_row else 8)  # which path ran: the check must pick the full sort only then
+    if flat_row:  # only that row sorted in full, the others padded shortlists
+        assert int((probs > 0).sum(-1).max()) > 8 and int((probs > 0).sum(-1).min()) <= 8
+
+
+def test_sampled_tokens_follow_the_truncated_distribution():
+    torch.manual_seed(1)
+    logits = torch.randn(1, 40).expand(4000, 40).contiguous()
+    rp = _rows(temperature=[0.7] * 4000, top_p=[0.9] * 4000, min_p=[0.02] * 4000)
+    target = processed_probs(logits[:1], _rows(temperature=[0.7], top_p=[0.9], min_p=[0.02]), shortlist=0)[0]
+    gen = torch.Generator().manual_seed(0)
+    assert sampler.candidates(logits, rp, shortlist=20)[0].shape[-1] == 20  # the shortlist path runs
+    tokens, lps = sampler.sample(logits, rp, sampler.RowNoise([None] * 4000, gen, torch.device("cpu")), shortlist=20)
+    assert torch.allclose(lps, torch.log_softmax(logits[0], -1)[tokens])
+    counts = torch.bincount(tokens, minlength=40).float()
+    assert counts[target == 0].sum() == 0  # never a truncated token
+    expected = 4000 * target
+    keep = expected > 0
+    chi2 = float(((counts[keep] - expected[keep]) ** 2 / expected[keep]).sum())
+    df = int(keep.sum()) - 1
+    assert df >= 3 and chi2 < df + 4 * math.sqrt(2 * df)  # ~ 4 SD above the chi-square mean

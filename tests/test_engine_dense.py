@@ -50,14 +50,15 @@ MODELS = {"qwen2": _qwen2, "llama": _llama, "qwen3": _qwen3}
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
-def test_every_step_equals_transformers_forward(name):
+@pytest.mark.parametrize("all_slots", [False, True])  # gathered cache rows, or the batch in slot order over the cache
+def test_every_step_equals_transformers_forward(name, all_slots):
     """Prefill + 12 cached decode steps per row (prompts of different lengths, batched): the logits of every step
     equal transformers' full forward over the whole sequence within 1e-5 (fp32)."""
     model = MODELS[name]()
-    llm = LLM(model, device="cpu", max_batch_size=8)
+    llm = LLM(model, device="cpu", max_batch_size=len(PROMPTS))
     assert isinstance(llm._runner, DenseRunner)
     runner = llm._runner
-    slots = list(range(len(PROMPTS)))
+    slots = [3, 0, 4, 1, 2]  # every slot once, not in order
     logits = runner.prefill(PROMPTS, slots)
     seqs = [list(p) for p in PROMPTS]
     for step in range(12):
@@ -70,7 +71,7 @@ def test_every_step_equals_transformers_forward(name):
         for s, t in zip(seqs, nxt.tolist()):
             s.append(t)
         kv_len = runner.kv_bucket(max(len(s) for s in seqs))
-        logits = runner.decode(nxt[:, None], starts, torch.tensor(slots), kv_len)[:, 0]
+        logits = runner.decode(nxt[:, None], starts, torch.tensor(slots), kv_len, all_slots)[:, 0]
 
 
 @pytest.mark.parametrize("hf_backend", [False, True])

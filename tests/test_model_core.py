@@ -157,7 +157,7 @@ def test_absorbed_attention_equals_naive():
     q_nope, q_pe = attn.queries(x, cos, sin)
     c_kv, k_pe = attn.latents(x, cos, sin)
     mask = torch.ones(9, 9, dtype=torch.bool).tril()[None, None]
-    absorbed = attn.attend_absorbed(q_nope, q_pe, c_kv, k_pe, mask)
+    absorbed = attn.attend_absorbed(q_nope, q_pe, torch.cat([c_kv, k_pe], dim=-1), mask)
     assert (naive - absorbed).abs().max() < 1e-5
 
 

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from .cache import LatentCache
-from .runner import GraphSteps, right_padded
+from .runner import GraphSteps, cached_rows, in_slot_order, right_padded
 
 SUPPORTED = ("llama", "qwen2", "qwen3", "mistral")
 _LAYER_PARTS = ("input_layernorm", "self_attn", "post_attention_layernorm", "mlp")
@@ -124,7 +124,10 @@ class DenseRunner(GraphSteps):
         return m.lm_head(m.model.norm(last_BD)).float()
 
     # ------------------------------------------------------------------ decode
-    def _forward_cached(self, tokens_BT: torch.Tensor, start_B: torch.Tensor, slots_B: torch.Tensor, kv_len: int):
+    def _forward_cached(self, tokens_BT: torch.Tensor, start_B: torch.Tensor, slots_B: torch.Tensor, kv_len: int,
+                        all_slots: bool = False, slot_order: bool = False):
+        if all_slots:
+            return in_slot_order(self._forward_cached, tokens_BT, start_B, slots_B, kv_len, False)
         m = self.model
         b, t = tokens_BT.shape
         pos_BT = start_B[:, None] + torch.arange(t, device=start_B.device)[None]
@@ -138,7 +141,7 @@ class DenseRunner(GraphSteps):
             q, k, v = self._qkv(attn, layer.input_layernorm(h_BTD), cos, sin)
             cache = self.cache.kv_SLX[i]
             cache[slots_B[:, None], pos_BT] = torch.cat([k, v], dim=-1).flatten(2).to(cache.dtype)
-            kv_BSX = cache[slots_B, :kv_len].to(h_BTD.dtype).view(b, kv_len, kvh, 2 * dh)
+            kv_BSX = cached_rows(cache, slots_B, kv_len, slot_order).to(h_BTD.dtype).view(b, kv_len, kvh, 2 * dh)
             k_BKSD, v_BKSD = kv_BSX[..., :dh].transpose(1, 2), kv_BSX[..., dh:].transpose(1, 2)
             q_BKGTD = q.view(b, t, kvh, g, dh).permute(0, 2, 3, 1, 4)
             scores = torch.einsum("bkgtd,bksd->bkgts", q_BKGTD, k_BKSD).float() * self._scale(attn)
@@ -149,6 +152,8 @@ class DenseRunner(GraphSteps):
         return m.lm_head(m.model.norm(h_BTD)).float(), h_BTD
 
     @torch.no_grad()
-    def decode(self, tokens_BT: torch.Tensor, start_B: torch.Tensor, slots_B: torch.Tensor, kv_len: int):
-        """Logits [B, T, V] (fp32) of T new tokens per row placed at positions start..start+T-1."""
-        return self._step("decode", tokens_BT, start_B, slots_B, kv_len)[0]
+    def decode(self, tokens_BT: torch.Tensor, start_B: torch.Tensor, slots_B: torch.Tensor, kv_len: int,
+               all_slots: bool = False):
+        """Logits [B, T, V] (fp32) of T new tokens per row placed at positions start..start+T-1; ``all_slots`` as
+        for ``DeepSeekRunner.decode``."""
+        return self._step("decode", tokens_BT, start_B, slots_B, kv_len, all_slots)[0]

@@ -33,7 +33,7 @@ from torch import nn
 from ..model import DeepSeekV3ForCausalLM
 from .cache import LatentCache, batch_bucket
 from .dense import DenseRunner, unsupported_reason
-from .params import GenerationStats, RequestOutput, SamplingParams
+from .params import GenerationStats, RequestOutput, SamplingParams, stream_seed
 from .runner import DeepSeekRunner
 from .sampler import RowNoise, RowParams, sample
 from .scheduler import Scheduler, Sequence
@@ -328,7 +328,7 @@ class LLM:
             gen = None
             if p.seed is not None:
                 gen = torch.Generator(device=self.device)
-                gen.manual_seed(p.seed + j)
+                gen.manual_seed(stream_seed(p.seed + j, prompt))
             out.append(Sequence(req, j, prompt, p, stop_ids, self.max_model_len, generator=gen))
         return out
 
@@ -356,7 +356,7 @@ class LLM:
             if key not in batch_cache:
                 batch_cache.clear()
                 batch_cache[key] = self._batch_tensors(running)
-            slots_B, rp, noise = batch_cache[key]
+            slots_B, rp, noise, all_slots = batch_cache[key]
             if self.spec_k:
                 toks, lps, n_acc = speculative_round(self._runner, running, slots_B, rp, noise, self.spec_k)
                 self.stats.drafts_proposed += self.spec_k * len(running)
@@ -367,7 +367,7 @@ class LLM:
                         if s.append(t, lp, decode):
                             break
             else:
-                self._plain_step(running, slots_B, rp, noise, decode)
+                self._plain_step(running, slots_B, rp, noise, decode, all_slots)
             self.stats.steps += 1
             self._retire(sched, bar)
             yield
@@ -404,24 +404,32 @@ class LLM:
             bar.update(len(done))
 
     def _batch_tensors(self, running: list[Sequence]):
-        """Slots, sampling parameters and noise sources for a batch, padded to a power-of-two row count."""
+        """Slots, sampling parameters, noise sources and the all-slots flag for a batch padded to a power-of-two row
+        count. Plain decoding puts the padding rows on free slots (they write one position there, which the next
+        owner's prefill overwrites), so a batch as large as the cache holds every slot once and decodes in slot order
+        (``DeepSeekRunner.decode``); speculative rounds keep them on the scratch slot."""
         b = batch_bucket(len(running), self.max_batch_size)
         pad = b - len(running)
-        scratch = self._runner.cache.scratch
-        slots_B = torch.tensor([s.slot for s in running] + [scratch] * pad, device=self.device)
+        cache = self._runner.cache
+        used = {s.slot for s in running}
+        free = [] if self.spec_k else [i for i in range(cache.slots) if i not in used][:pad]
+        pad_slots = free + [cache.scratch] * (pad - len(free))
+        all_slots = b == cache.slots and len(free) == pad
+        slots_B = torch.tensor([s.slot for s in running] + pad_slots, device=self.device)
         ps = [s.params for s in running]
         rp = RowParams([p.temperature for p in ps] + [1.0] * pad, [p.top_k for p in ps] + [0] * pad,
                        [p.top_p for p in ps] + [1.0] * pad, [p.min_p for p in ps] + [0.0] * pad, self.device)
         noise = RowNoise([s.generator for s in running] + [None] * pad, self._generator, self.device)
-        return slots_B, rp, noise
+        return slots_B, rp, noise, all_slots
 
-    def _plain_step(self, running: list[Sequence], slots_B, rp, noise, decode) -> None:
+    def _plain_step(self, running: list[Sequence], slots_B, rp, noise, decode, all_slots: bool = False) -> None:
         pad = slots_B.shape[0] - len(running)
         tokens = [s.last_token() for s in running] + [0] * pad
         starts = [s.length - 1 for s in running] + [0] * pad
         kv_len = self._runner.kv_bucket(max(starts) + 1)
         tokens_B1 = torch.tensor(tokens, device=self.device)[:, None]
-        logits_BV = self._runner.decode(tokens_B1, torch.tensor(starts, device=self.device), slots_B, kv_len)[:, 0]
+        logits_BV = self._runner.decode(tokens_B1, torch.tensor(starts, device=self.device), slots_B, kv_len,
+                                        all_slots)[:, 0]
         tok_B, lp_B = sample(logits_BV, rp, noise)
         host = torch.stack([tok_B.float(), lp_B], dim=1)[: len(running)].tolist()  # the step's one host sync
         for s, (t, lp) in zip(running, host):

@@ -39,17 +39,31 @@ def _decode_mask(pos_BT: torch.Tensor, kv_len: int) -> torch.Tensor:
     return (keys_S[None, None, None, :] <= pos_BT[:, None, :, None])
 
 
-def cached_block(block, h_BTD, cos, sin, kv_SLX, slots_B, pos_BT, mask_B1TS, kv_len: int, kv_rank: int,
-                 dense_experts_max: int = 0):
-    """One decoder block (a main layer or an MTP module's block) for new tokens over the latent cache."""
+def cached_rows(kv_SLX: torch.Tensor, slots_B: torch.Tensor, kv_len: int, in_slot_order: bool) -> torch.Tensor:
+    """The first kv_len cached positions of each row's slot, [B, kv_len, X]: a gathered copy, or — when row i is slot
+    i (``in_slot_order``) — a view of the cache itself, which saves copying the whole context every layer and step."""
+    return kv_SLX[: slots_B.shape[0], :kv_len] if in_slot_order else kv_SLX[slots_B, :kv_len]
+
+
+def in_slot_order(step, tokens_BT: torch.Tensor, start_B: torch.Tensor, slots_B: torch.Tensor, *rest):
+    """Run ``step(tokens, start, slots, *rest, True)`` with the rows sorted by slot — for a batch that holds every
+    cache slot exactly once, so that row j is slot j — and return its outputs in the caller's row order."""
+    order_B = slots_B.argsort()
+    out = step(tokens_BT[order_B], start_B[order_B], slots_B[order_B], *rest, True)
+    return tuple(t[slots_B] for t in out)  # row i (slot s_i) sits at sorted position s_i
+
+
+def cached_block(block, h_BTD, cos, sin, kv_SLX, slots_B, pos_BT, mask_B1TS, kv_len: int,
+                 dense_experts_max: int = 0, slot_order: bool = False):
+    """One decoder block (a main layer or an MTP module's block) for new tokens over the latent cache.
+    ``slot_order``: row i is slot i (see ``cached_rows``)."""
     attn = block.self_attn
     x_BTD = block.input_layernorm(h_BTD)
     q_nope_BHTK, q_pe_BHTR = attn.queries(x_BTD, cos, sin)
     c_kv_BTC, k_pe_BTR = attn.latents(x_BTD, cos, sin)
     kv_SLX[slots_B[:, None], pos_BT] = torch.cat([c_kv_BTC, k_pe_BTR], dim=-1).to(kv_SLX.dtype)
-    kv_BSX = kv_SLX[slots_B, :kv_len].to(h_BTD.dtype)
-    h_BTD = h_BTD + attn.attend_absorbed(q_nope_BHTK, q_pe_BHTR, kv_BSX[..., :kv_rank], kv_BSX[..., kv_rank:],
-                                         mask_B1TS)
+    kv_BSX = cached_rows(kv_SLX, slots_B, kv_len, slot_order).to(h_BTD.dtype)
+    h_BTD = h_BTD + attn.attend_absorbed(q_nope_BHTK, q_pe_BHTR, kv_BSX, mask_B1TS)
     return ffn_decode(block, h_BTD, dense_experts_max)
 
 
@@ -179,7 +193,6 @@ class DeepSeekRunner(GraphSteps):
         # decode steps of at most this many tokens (and N·K > E) run every expert densely (see ffn_decode); 0 = never
         self.dense_experts_max = dense_experts_max
         self.n_layers = model.config.num_hidden_layers
-        self.kv_rank = model.config.kv_lora_rank
         self.draft_depths = draft_depths
         self._setup_steps({"decode": self._main_forward, "MTP window": self._mtp_forward}, compile)
 
@@ -211,7 +224,10 @@ class DeepSeekRunner(GraphSteps):
         return m.lm_head(m.model.norm(last_BD)).float()
 
     # ------------------------------------------------------------------ decode (absorbed path)
-    def _main_forward(self, tokens_BT: torch.Tensor, start_B: torch.Tensor, slots_B: torch.Tensor, kv_len: int):
+    def _main_forward(self, tokens_BT: torch.Tensor, start_B: torch.Tensor, slots_B: torch.Tensor, kv_len: int,
+                      all_slots: bool = False, slot_order: bool = False):
+        if all_slots:
+            return in_slot_order(self._main_forward, tokens_BT, start_B, slots_B, kv_len, False)
         m = self.model
         t = tokens_BT.shape[1]
         pos_BT = _positions(start_B, t)
@@ -220,15 +236,18 @@ class DeepSeekRunner(GraphSteps):
         cos, sin = m.model.rotary(pos_BT, h_BTD.dtype)
         for i, layer in enumerate(m.model.layers):
             h_BTD = cached_block(layer, h_BTD, cos, sin, self.cache.kv_SLX[i], slots_B, pos_BT, mask_B1TS, kv_len,
-                                 self.kv_rank, self.dense_experts_max)
+                                 self.dense_experts_max, slot_order)
         return m.lm_head(m.model.norm(h_BTD)).float(), h_BTD
 
     @torch.no_grad()
-    def decode(self, tokens_BT: torch.Tensor, start_B: torch.Tensor, slots_B: torch.Tensor, kv_len: int):
+    def decode(self, tokens_BT: torch.Tensor, start_B: torch.Tensor, slots_B: torch.Tensor, kv_len: int,
+               all_slots: bool = False):
         """Logits [B, T, V] (fp32) of T new tokens per row placed at positions start..start+T-1.
 
+        all_slots: the batch holds every cache slot exactly once (its padding rows on free slots): the step then runs
+        in slot order and attends over the cache itself, not a gathered copy (equal results, tested).
         With speculative decoding on, also records h^0 (last block output before the norm) and the tokens."""
-        logits_BTV, h_BTD = self._step("decode", tokens_BT, start_B, slots_B, kv_len)
+        logits_BTV, h_BTD = self._step("decode", tokens_BT, start_B, slots_B, kv_len, all_slots)
         if self.draft_depths:
             pos_BT = _positions(start_B, tokens_BT.shape[1])
             self.cache.hidden_SLD[0][slots_B[:, None], pos_BT] = h_BTD.to(self.cache.hidden_SLD[0].dtype)
@@ -264,7 +283,7 @@ class DeepSeekRunner(GraphSteps):
         cos, sin = m.model.rotary(pos_BW, x_BWD.dtype)
         mask_B1WS = _decode_mask(pos_BW, kv_len)
         h_BWD = cached_block(mtp, x_BWD, cos, sin, cache.kv_SLX[self.n_layers + depth - 1], slots_B, pos_BW,
-                             mask_B1WS, kv_len, self.kv_rank, self.dense_experts_max)
+                             mask_B1WS, kv_len, self.dense_experts_max)
         if depth < self.draft_depths:
             cache.hidden_SLD[depth][slots_B[:, None], pos_BW] = h_BWD.to(cache.hidden_SLD[depth].dtype)
         last_BD = h_BWD[torch.arange(h_BWD.shape[0], device=h_BWD.device), count_B - 1]

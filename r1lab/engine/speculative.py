@@ -74,7 +74,7 @@ def speculative_round(runner, seqs: list[Sequence], slots_B: torch.Tensor, rp: R
         count_B = (m_B - start_B + 1).clamp_min(1)
         logits_BV = runner.mtp_window(j, slots_B, start_B, count_B, k + 1, kv_draft)
         q_BV = processed_probs(logits_BV, rp)
-        d_B = sample_from_probs(q_BV, noise.exponential(q_BV.shape[-1]))
+        d_B = sample_from_probs(q_BV, noise.uniform(1)[:, 0])
         cache.tokens_SL[slots_B, m_B + 1 + j] = d_B
         drafts.append(d_B)
         q_list.append(q_BV)
@@ -117,7 +117,7 @@ def accept(p_BTV: torch.Tensor, q_BKV: torch.Tensor, d_BK: torch.Tensor, noise: 
     residual = (p_sel - q_ext[rows, n_acc_B]).clamp_min(0)
     total = residual.sum(-1, keepdim=True)
     residual = torch.where(total > 0, residual / total.clamp_min(1e-30), p_sel)
-    final_B = sample_from_probs(residual, noise.exponential(residual.shape[-1]))
+    final_B = sample_from_probs(residual, noise.uniform(1)[:, 0])
     return n_acc_B, final_B
 
 

@@ -86,10 +86,11 @@ class MLA(nn.Module):
         w_HXC = self.kv_b_proj.weight.view(self.n_heads, self.nope_dim + self.v_dim, self.kv_rank)
         return w_HXC[:, : self.nope_dim], w_HXC[:, self.nope_dim:]
 
-    def attend_absorbed(self, q_nope_BHTK: torch.Tensor, q_pe_BHTR: torch.Tensor, c_kv_BSC: torch.Tensor,
-                        k_pe_BSR: torch.Tensor, mask_B1TS: torch.Tensor | None) -> torch.Tensor:
+    def attend_absorbed(self, q_nope_BHTK: torch.Tensor, q_pe_BHTR: torch.Tensor, kv_BSX: torch.Tensor,
+                        mask_B1TS: torch.Tensor | None) -> torch.Tensor:
         """Attention of T new queries over S cached latents, never expanding per-head K/V. Returns [B, T, D].
 
+        kv_BSX: the cache rows as stored, [RMSNorm(c_KV) ; roped k_pe] (X = C + R), taken whole as the key.
         score = (q_nope·W_UK)·c_KV + q_pe·k_pe; output = W_O · W_UV · (P·c_KV). Every head shares the one key
         [c_KV ; k_pe] and the one value c_KV (multi-query form), so the heads and new tokens fold into the rows of a
         single batched matmul per row: the latent cache is read once, not once per head (replacing an SDPA call with
@@ -100,11 +101,10 @@ class MLA(nn.Module):
         w_uk_HKC, w_uv_HVC = self.absorbed_weights()
         q_abs_BHTC = torch.einsum("bhtk,hkc->bhtc", q_nope_BHTK, w_uk_HKC)
         q_BHTX = torch.cat([q_abs_BHTC, q_pe_BHTR], dim=-1)
-        k_BSX = torch.cat([c_kv_BSC, k_pe_BSR], dim=-1)
-        scores_BHTS = torch.einsum("bhtx,bsx->bhts", q_BHTX, k_BSX).float() * self.scale
+        scores_BHTS = torch.einsum("bhtx,bsx->bhts", q_BHTX, kv_BSX).float() * self.scale
         if mask_B1TS is not None:
             scores_BHTS = scores_BHTS.masked_fill(~mask_B1TS, float("-inf"))
-        p_BHTS = scores_BHTS.softmax(dim=-1).to(c_kv_BSC.dtype)
-        o_BHTC = torch.einsum("bhts,bsc->bhtc", p_BHTS, c_kv_BSC)
+        p_BHTS = scores_BHTS.softmax(dim=-1).to(kv_BSX.dtype)
+        o_BHTC = torch.einsum("bhts,bsc->bhtc", p_BHTS, kv_BSX[..., : self.kv_rank])
         o_BTHV = torch.einsum("bhtc,hvc->bthv", o_BHTC, w_uv_HVC)
         return self.o_proj(o_BTHV.reshape(b, t, self.n_heads * self.v_dim))

@@ -239,11 +239,13 @@ def shifted_cross_entropy(logits_BTV: torch.Tensor, labels_BT: torch.Tensor, seg
     t = labels_BT.shape[1]
     if shift >= t:
         return logits_BTV.sum() * 0.0
-    logits = logits_BTV[:, : t - shift]
-    target = labels_BT[:, shift:].clone()
+    # targets aligned with every position (-100 where t + shift is past the end): the logits are used whole, so
+    # neither the forward nor the backward copies a [B, T - shift, V] slice of them
+    target = torch.full_like(labels_BT, -100)
+    target[:, : t - shift] = labels_BT[:, shift:]
     if segments_BT is not None:
         same = (segments_BT[:, shift:] == segments_BT[:, : t - shift]) & (segments_BT[:, shift:] != 0)
-        target[~same] = -100
+        target[:, : t - shift][~same] = -100
     if (target != -100).sum() == 0:
-        return logits.sum() * 0.0
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), target.reshape(-1), ignore_index=-100)
+        return logits_BTV.sum() * 0.0
+    return F.cross_entropy(logits_BTV.reshape(-1, logits_BTV.shape[-1]).float(), target.reshape(-1), ignore_index=-100)

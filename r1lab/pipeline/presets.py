@@ -1,5 +1,5 @@
 """Size presets for the recipes: ``tiny`` (tests, every stage a handful of steps), ``cpu`` (the speedrun on 2 CPU
-cores: 19 minutes on a fast 2-core machine before the fourteenth session's longer solutions, 43 on a slow one
+cores: 19 minutes on a fast 2-core machine before the fourteenth session's longer solutions, 36-43 on a slow one
 after), ``gpu`` (one GPU, a bigger model and longer stages).
 
 Keys: ``"kind:<kind>"`` applies to every stage of that kind, ``"<stage name>"`` to one stage (applied after the
@@ -116,14 +116,14 @@ _GPU: dict[str, dict[str, Any]] = {
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {"tiny": _TINY, "cpu": _CPU, "gpu": _GPU}
 
 # Wall seconds of each stage in one measured run, for the speedrun's "about N min to go" (the remaining stages' times
-# here × how much slower or faster this machine ran the finished ones; ``rundir.eta_seconds``). cpu: the fourteenth
-# session's last run on the 2-core sandbox (AMD EPYC, AVX2 only, 2026-11-26, idle; `r1lab speedrun --preset cpu`,
-# /tmp/s14/sr_final): 2314 s in all, every result equal to the run in docs/benchmarks.md, fourteenth session.
+# here × how much slower or faster this machine ran the finished ones; ``rundir.eta_seconds``). cpu: the fifteenth
+# session's run on the 2-core sandbox (AMD EPYC, AVX2 only, 2026-11-26, idle; `r1lab speedrun --preset cpu`,
+# /tmp/s15/sr2): 2160 s in all (docs/benchmarks.md, fifteenth session).
 EXPECTED_SECONDS: dict[str, dict[str, float]] = {
-    "cpu": {"tokenizer": 10, "pretrain": 640, "eval-base": 19, "r1-zero": 91, "eval-r1-zero": 25,
-            "cold-start-data": 19, "r1-cold-sft": 36, "eval-r1-cold-sft": 28, "r1-reasoning-rl": 62,
-            "eval-r1-reasoning-rl": 28, "r1-reject": 30, "r1-sft": 130, "eval-r1-sft": 35, "reward-model": 21,
-            "r1": 67, "eval-r1": 30, "distill-data": 193, "student-base": 516, "distill-student": 73,
-            "eval-distill-student": 23, "rl-only-student": 99, "eval-rl-only-student": 27, "qwen2-student": 2,
-            "distill-qwen2": 79, "eval-distill-qwen2": 27, "report": 3},
+    "cpu": {"tokenizer": 12, "pretrain": 682, "eval-base": 18, "r1-zero": 93, "eval-r1-zero": 24, "cold-start-data":
+            18, "r1-cold-sft": 40, "eval-r1-cold-sft": 26, "r1-reasoning-rl": 59, "eval-r1-reasoning-rl": 24,
+            "r1-reject": 24, "r1-sft": 114, "eval-r1-sft": 23, "reward-model": 16, "r1": 47, "eval-r1": 23,
+            "distill-data": 141, "student-base": 466, "distill-student": 75, "eval-distill-student": 21,
+            "rl-only-student": 90, "eval-rl-only-student": 24, "qwen2-student": 2, "distill-qwen2": 73,
+            "eval-distill-qwen2": 24, "report": 3},
 }
