@@ -20,7 +20,7 @@ def stream_seed(seed: int, prompt_ids: list[int]) -> int:
     Why the prompt: the sampler draws one uniform number per token (inverse CDF, ``sampler.py``), so two prompts
     given the same seed would read the same numbers and pick the same quantile of their distributions at every step
     — an evaluation passing one seeded SamplingParams for all its problems would get samples correlated across
-    problems (on one base model its pass@1 over 84 problems moved 0.19-0.32 between seeds, 2026-11-26). The prompt
+    problems (on one base model its pass@1 over 84 problems moved 0.19-0.27 over three seeds, 2026-11-26). The prompt
     in the hash gives every prompt its own stream; the same prompt and seed still give the same samples in any batch.
 
     >>> stream_seed(5, [1, 2, 3]) == stream_seed(5, [1, 2, 3]), stream_seed(5, [1, 2, 3]) == stream_seed(5, [1, 2, 4])
