@@ -9,13 +9,6 @@ change that merely freed the model's outputs earlier in the step cost +10 % (0.4
 nothing with these settings. ``keep_freed_memory()`` applies the same settings from inside the process (``mallopt``),
 so every ``r1lab`` command gets them; the cost is that freed memory stays with the process (its peak is kept).
 
-32 MB is glibc's largest mmap threshold, and the cpu-demo step's largest tensors (the main and MTP logits and their
-gradients, 16 × 256 × 2048 fp32) are exactly 32 MB — one malloc header over it, so they still got fresh pages every
-step. ``keep_freed_memory()`` therefore also turns mmap off for allocations (``M_MMAP_MAX`` = 0: every block comes
-from the heap, which glibc still extends with mmap if brk fails). Measured on the 2-core EPYC (2026-11-26, median of
-steps 6-25 of a cpu-demo step loop, three alternations): 0.647 / 0.649 / 0.569 s with the thresholds alone, 0.523 /
-0.532 / 0.525 s with mmap off as well.
-
 No-op off Linux/glibc, and when ``R1LAB_MALLOC_DEFAULTS=1`` is set.
 """
 
@@ -27,13 +20,12 @@ import sys
 
 M_TRIM_THRESHOLD = -1  # glibc malloc.h
 M_MMAP_THRESHOLD = -3
-M_MMAP_MAX = -4
 MMAP_THRESHOLD = 32 << 20  # glibc's maximum on 64-bit (DEFAULT_MMAP_THRESHOLD_MAX)
 TRIM_THRESHOLD = (1 << 31) - 1  # mallopt takes an int: ~2 GB
 
 
 def keep_freed_memory() -> bool:
-    """Raise glibc's mmap and trim thresholds and turn mmap off for allocations in this process; True when applied."""
+    """Raise glibc's mmap and trim thresholds for this process; True when applied."""
     if not sys.platform.startswith("linux") or os.environ.get("R1LAB_MALLOC_DEFAULTS") == "1":
         return False
     try:
@@ -42,5 +34,4 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError):  # not glibc (musl, …)
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return (bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
-            and bool(mallopt(M_MMAP_MAX, 0)))
+    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))

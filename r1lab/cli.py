@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     args.overrides = extra
     from r1lab.allocator import keep_freed_memory
 
-    keep_freed_memory()  # ~10-20 % faster CPU training steps (r1lab/allocator.py)
+    keep_freed_memory()  # ~3-10 % faster CPU training steps (r1lab/allocator.py)
     try:
         return int(args._module.main(args) or 0)
     except (ValueError, OSError, RuntimeError) as err:

@@ -13,7 +13,7 @@ def test_applies_on_glibc_and_can_be_switched_off(monkeypatch):
 
     if platform.libc_ver()[0] != "glibc":
         pytest.skip("not glibc")
-    assert keep_freed_memory() is True  # mallopt accepted both thresholds and mmap off
+    assert keep_freed_memory() is True  # mallopt accepted both thresholds
     monkeypatch.setenv("R1LAB_MALLOC_DEFAULTS", "1")
     assert keep_freed_memory() is False
 
