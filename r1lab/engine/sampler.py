@@ -45,21 +45,20 @@ class RowParams:
         self.filters = any(k > 0 for k in top_k) or any(p < 1.0 for p in top_p) or any(m > 0.0 for m in min_p)
         self.any_greedy = any(t == 0.0 for t in temperature)
 
-    def select(self, rows: torch.Tensor) -> RowParams:
-        """The parameters of the given rows only."""
+    def _map(self, fn) -> RowParams:
         out = object.__new__(RowParams)
         for name in ("temperature_B", "top_k_B", "top_p_B", "min_p_B"):
-            setattr(out, name, getattr(self, name)[rows])
+            setattr(out, name, fn(getattr(self, name)))
         out.filters, out.any_greedy = self.filters, self.any_greedy
         return out
 
+    def select(self, rows: torch.Tensor) -> RowParams:
+        """The parameters of the given rows only."""
+        return self._map(lambda t: t[rows])
+
     def repeat_interleave(self, k: int) -> RowParams:
         """Each row repeated k times (rows of a multi-position verification step)."""
-        out = object.__new__(RowParams)
-        for name in ("temperature_B", "top_k_B", "top_p_B", "min_p_B"):
-            setattr(out, name, getattr(self, name).repeat_interleave(k))
-        out.filters, out.any_greedy = self.filters, self.any_greedy
-        return out
+        return self._map(lambda t: t.repeat_interleave(k))
 
 
 def raw_logprobs(logits_BV: torch.Tensor, tokens_B: torch.Tensor) -> torch.Tensor:
