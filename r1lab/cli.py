@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=mod.HELP, description=(mod.__doc__ or mod.HELP).strip(),
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         mod.add_arguments(p)
+        p.add_argument("--workers", default=None, metavar="N|auto",
+                       help="CPU generation processes (default auto: one per core; 1 = this process only); "
+                       "the same as R1LAB_WORKERS (r1lab/engine/workers.py)")
         p.set_defaults(_module=mod)
     return parser
 
@@ -56,7 +59,14 @@ def main(argv: list[str] | None = None) -> int:
     from r1lab.allocator import keep_freed_memory
 
     keep_freed_memory()  # ~3-10 % faster CPU training steps (r1lab/allocator.py)
+    # CPU generation in helper processes, one per core (r1lab/engine/workers.py: ~1.5x on 2 cores); library use of
+    # the engine stays single-process unless asked
     try:
+        if args.workers is not None:
+            if not (args.workers == "auto" or args.workers.isdigit() and int(args.workers) > 0):
+                raise ValueError(f"--workers must be a positive integer or 'auto', got {args.workers!r}")
+            os.environ["R1LAB_WORKERS"] = args.workers
+        os.environ.setdefault("R1LAB_WORKERS", "auto")
         return int(args._module.main(args) or 0)
     except (ValueError, OSError, RuntimeError) as err:
         # Bad input (config, overrides, corpus file:line, checkpoint mismatch, an output path that is a file, an

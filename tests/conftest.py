@@ -6,6 +6,10 @@ import shutil
 import pytest
 import torch
 
+# The engine's CPU helper processes (r1lab/engine/workers.py) only where a test asks for them: the r1lab command
+# would otherwise start them ("auto") in every in-process CLI test, a few seconds each
+os.environ["R1LAB_WORKERS"] = "1"
+
 # torch.compile's default backend (inductor) builds C++ kernels on a CPU: tests that use it need a compiler
 needs_cxx = pytest.mark.skipif(not (os.environ.get("CXX") or shutil.which("g++") or shutil.which("clang++")),
                                reason="inductor needs a C++ compiler on CPU (none found)")

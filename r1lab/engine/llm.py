@@ -19,6 +19,7 @@ log-probabilities of the sampled tokens — π_old for GRPO — see ``params.py`
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import time
@@ -38,10 +39,12 @@ from .runner import DeepSeekRunner
 from .sampler import RowNoise, RowParams, sample
 from .scheduler import Scheduler, Sequence
 from .speculative import catch_up_prompt, speculative_round
+from .workers import MIN_SEQUENCES, HelperError, deal, drop_pool, get_pool, refresh_mirror, resolve_workers, shared_mirror
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_MODEL_LEN = 8192  # cap when the config allows more (the cache is preallocated)
+_KEYS = itertools.count()
 
 
 def fit_slots(slots: int, bytes_per_slot: int, budget: int) -> int:
@@ -110,7 +113,7 @@ class LLM:
                  num_speculative_tokens: int = 1, max_batch_size: int = 64, max_model_len: int | None = None,
                  device: str | torch.device | None = None, dtype: torch.dtype | None = None,
                  compile: bool | dict = False,
-                 seed: int | None = None, hf_backend: bool = False):
+                 seed: int | None = None, hf_backend: bool = False, workers: int | str | None = None):
         """Build an engine.
 
         model_or_dir: a DeepSeekV3ForCausalLM (held by reference), a directory of ours (config.json model_type
@@ -124,7 +127,9 @@ class LLM:
         with CUDA graphs (CUDA only; a dict = torch.compile arguments on any device, see ``runner.GraphSteps``).
         seed: seeds the engine's generator used by requests without their own ``SamplingParams.seed``.
         hf_backend: serve a transformers model with its own forward and cache (the reference path) even when the
-        engine's dense runner supports it.
+        engine's dense runner supports it. workers (CPU only): processes that share each large ``generate`` call,
+        prompt by prompt, at cores ÷ workers threads each — an int, "auto" (the usable cores), or None = the
+        ``R1LAB_WORKERS`` environment variable, 1 when unset (``workers.py``; the r1lab command sets "auto").
         """
         if device is None:  # a module stays where it is; a directory goes to the GPU when there is one
             device = next(model_or_dir.parameters()).device if isinstance(model_or_dir, nn.Module) else \
@@ -157,6 +162,12 @@ class LLM:
             self._generator.seed()
         else:
             self._generator.manual_seed(seed)
+        self.workers = resolve_workers(workers, torch.get_num_threads()) if self.device.type == "cpu" else 1
+        self._threads = max(1, torch.get_num_threads() // self.workers)
+        self._key = next(_KEYS)  # this LLM's replicas in the helper processes
+        self._mirror: dict[str, torch.Tensor] | None = None
+        if self.workers > 1:
+            get_pool(self.workers, self._threads)  # start the helpers now: they import while the caller goes on
         self._runner: DeepSeekRunner | DenseRunner | None = None
         reason = None if self.is_deepseek else ("hf_backend=True" if hf_backend else unsupported_reason(model))
         if reason is None:
@@ -212,6 +223,7 @@ class LLM:
                 return
             old = self.model
             self.model = model_or_state_dict.to(self.device)
+            self._key, self._mirror = next(_KEYS), None  # helpers rebuild their replica from the new module
             if self._runner is not None:
                 same = type(old.config) is type(self.model.config) and old.config == self.model.config
                 if same and self.is_deepseek:
@@ -263,6 +275,14 @@ class LLM:
         for i, p in enumerate(params):
             if p.stop and decode is None:
                 raise ValueError(f"prompt {i}: stop strings need a tokenizer")
+        if self._parallel_ok(params):
+            return self._generate_parallel(texts, ids, params, use_tqdm)
+        return self._generate_here(texts, ids, params, use_tqdm)
+
+    def _generate_here(self, texts: list[str | None], ids: list[list[int]], params: list[SamplingParams],
+                       use_tqdm: bool) -> list[RequestOutput]:
+        """Generate in this process (validated prompts and one SamplingParams per prompt)."""
+        decode = self._decode_fn()
         seqs_by_req = [self._sequences(i, pid, p) for i, (pid, p) in enumerate(zip(ids, params))]
         total = sum(len(s) for s in seqs_by_req)
         bar = None
@@ -320,6 +340,69 @@ class LLM:
         if len(sp) != n:
             raise ValueError(f"got {len(sp)} SamplingParams for {n} prompts")
         return sp
+
+    # ------------------------------------------------------------------ data-parallel over CPU processes
+    def _parallel_ok(self, params: list[SamplingParams]) -> bool:
+        return self.workers > 1 and len(params) >= self.workers and sum(p.n for p in params) >= MIN_SEQUENCES
+
+    def _replica_spec(self) -> dict[str, Any]:
+        return {"arch": "deepseek" if self.is_deepseek else "hf", "config": self.model.config, "state": self._mirror,
+                "tokenizer": self.tokenizer,
+                "llm_kwargs": {"speculative_mtp": self.spec_k > 0, "num_speculative_tokens": max(self.spec_k, 1),
+                               "max_batch_size": self.max_batch_size, "max_model_len": self.max_model_len,
+                               "compile": self.compile if isinstance(self.compile, dict) else False,
+                               "hf_backend": self._runner is None}}
+
+    def _generate_parallel(self, texts: list[str | None], ids: list[list[int]], params: list[SamplingParams],
+                           use_tqdm: bool) -> list[RequestOutput]:
+        """Prompt i to worker i mod W (this process is worker 0); see ``workers.py``. If the helpers cannot take
+        the call it runs here, and this LLM stops asking them (logged once)."""
+        t0 = time.perf_counter()
+        shards = deal(len(ids), self.workers)
+        try:
+            pool = get_pool(self.workers, self._threads)
+            if self._mirror is None:
+                self._mirror = shared_mirror(self.model)
+            else:
+                refresh_mirror(self.model, self._mirror)
+            pool.ensure_loaded(self._key, self._replica_spec)
+            seeds = torch.randint(0, 2**62, (pool.size,), generator=self._generator, device=self.device).tolist()
+            pool.start(self._key, [([ids[i] for i in shard], [params[i] for i in shard], seed)
+                                   for shard, seed in zip(shards[1:], seeds)])
+        except Exception as err:  # noqa: BLE001 - anything the helpers cannot take runs here
+            return self._parallel_failed(err, texts, ids, params, use_tqdm)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(self._threads)
+        try:
+            here = self._generate_here([texts[i] for i in shards[0]], [ids[i] for i in shards[0]],
+                                       [params[i] for i in shards[0]], use_tqdm)
+        finally:
+            torch.set_num_threads(threads)
+            try:
+                replies = pool.collect()
+            except HelperError as err:
+                replies = err
+        if isinstance(replies, HelperError):
+            return self._parallel_failed(replies, texts, ids, params, use_tqdm)
+        outputs: list[RequestOutput | None] = [None] * len(ids)
+        stats = self.stats
+        for shard, outs in zip(shards, [here] + [r[0] for r in replies]):
+            for i, out in zip(shard, outs):
+                out.prompt = texts[i]
+                outputs[i] = out
+        for _outs, st in replies:
+            for f in ("tokens_generated", "prompt_tokens", "steps", "drafts_proposed", "drafts_accepted",
+                      "verify_rows"):
+                setattr(stats, f, getattr(stats, f) + getattr(st, f))
+        stats.seconds = time.perf_counter() - t0
+        return outputs  # type: ignore[return-value]
+
+    def _parallel_failed(self, err: Exception, texts, ids, params, use_tqdm) -> list[RequestOutput]:
+        log.warning("engine: helper processes unavailable for this model (%s); generating in this process",
+                    str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__)
+        self.workers = 1
+        drop_pool()  # a half-sent call would leave replies in the pipes: the next user starts clean helpers
+        return self._generate_here(texts, ids, params, use_tqdm)
 
     def _sequences(self, req: int, prompt: list[int], p: SamplingParams) -> list[Sequence]:
         stop_ids = frozenset(p.stop_token_ids if p.stop_token_ids is not None else self.eos_ids)
