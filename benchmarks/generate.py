@@ -17,6 +17,8 @@ tokens/s over that bound (prefill time counts against us, so it is a conservativ
 ``--preset qwen2`` measures the engine's dense runner instead: a random transformers Qwen2 of Qwen2.5-0.5B's shape
 (vocabulary 32,000), our engine vs ``generate`` on the very same module; no MTP row.
 
+``--workers N`` (CPU) splits each batch over N processes of cores ÷ N threads (``r1lab.engine.workers``).
+
 ``--model-dir`` measures a trained model of ours instead (e.g. the speedrun's R1), and ``--temperature`` / ``--top-p``
 set both engines' sampling (the speedrun samples at 0.6 / 0.95; a trained model's peaked distributions are where the
 engine's top-k shortlist for nucleus sampling applies, ``r1lab.engine.sampler``).
@@ -27,6 +29,7 @@ Usage:
   python benchmarks/generate.py --device cpu --preset tiny     # smoke run on a CPU
   python benchmarks/generate.py --device cpu --model-dir runs/speedrun/r1/final --temperature 0.6 --top-p 0.95 \
       --batch-sizes 1,64 --prompt-len 48 --new-tokens 128          # the speedrun's teacher as the speedrun samples
+  ... the same with --workers 2 --batch-sizes 64,256                # split over 2 processes (r1lab/engine/workers.py)
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from r1lab.engine import LLM, SamplingParams
+from r1lab.engine.workers import MIN_SEQUENCES
 from r1lab.model import DeepSeekV3Config, DeepSeekV3ForCausalLM, model_stats
 
 PEER_BASELINE = {"vocab_size": 32000, "hidden_size": 1024, "num_hidden_layers": 12, "num_attention_heads": 16, "q_lora_rank": 384,
@@ -116,6 +120,9 @@ def time_ours(llm: LLM, prompts, new_tokens: int, temperature: float = 1.0, top_
     sp = SamplingParams(temperature=temperature, top_p=top_p, max_tokens=new_tokens, stop_token_ids=[], seed=None)
     if llm.compile:  # record every CUDA graph the timed run needs (one per batch bucket and key-length bucket)
         llm.generate(prompt_token_ids=prompts, sampling_params=sp)
+    elif llm._parallel_ok([SamplingParams(n=MIN_SEQUENCES)] * len(prompts)):  # helpers up, replica built
+        llm.generate(prompt_token_ids=[p[:8] for p in prompts], sampling_params=SamplingParams(n=MIN_SEQUENCES,
+                                                                                                max_tokens=4))
     else:
         llm.generate(prompt_token_ids=[p[:8] for p in prompts[:2]], sampling_params=SamplingParams(max_tokens=4))
     sync(llm.device)
@@ -164,6 +171,9 @@ def main(argv=None) -> int:
     ap.add_argument("--dense-experts-max", type=int, default=0,
                     help="decode steps of at most N tokens (with N·K > E) run every expert densely instead of the "
                          "grouped path (experiment; see r1lab.engine.runner.ffn_decode)")
+    ap.add_argument("--workers", default="1",
+                    help="CPU: processes sharing each batch (r1lab/engine/workers.py; 'auto' = one per core); the "
+                         "peer runs in this process with torch's threads")
     args = ap.parse_args(argv)
     device = torch.device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -191,7 +201,7 @@ def main(argv=None) -> int:
             model.save_pretrained(tmp)
             hf_model = AutoModelForCausalLM.from_pretrained(tmp, dtype=dtype).to(device).eval()
     llm = LLM(model, max_batch_size=max(batches), max_model_len=args.prompt_len + args.new_tokens + 8,
-              device=device, compile=args.compile, seed=args.seed)
+              device=device, compile=args.compile, seed=args.seed, workers=args.workers)
     if args.dense_experts_max and not dense:
         llm._runner.dense_experts_max = args.dense_experts_max
     bw = peak_bandwidth(device, args.peak_bw)
@@ -201,7 +211,7 @@ def main(argv=None) -> int:
             "preset": None if args.model_dir else args.preset,
             "model_dir": args.model_dir, "temperature": args.temperature, "top_p": args.top_p,
             "prompt_len": args.prompt_len, "new_tokens": args.new_tokens, "compile": args.compile,
-            "dense_experts_max": args.dense_experts_max}
+            "dense_experts_max": args.dense_experts_max, "workers": llm.workers, "threads": torch.get_num_threads()}
     for b in batches:
         prompts = prompts_all[:b]
         ours = time_ours(llm, prompts, args.new_tokens, args.temperature, args.top_p)

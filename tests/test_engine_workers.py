@@ -138,3 +138,15 @@ def test_dense_hf_model_through_helpers():
     two = llm.generate(prompt_token_ids=PROMPTS, sampling_params=sp)
     assert llm.workers == 2
     assert _flat(two) == _flat(one)
+
+
+def test_full_shared_memory_falls_back(model, monkeypatch, caplog):
+    """No room in /dev/shm for the weights' mirror: the call runs in this process (never a SIGBUS later)."""
+    sp = SamplingParams(n=4, temperature=0.0, max_tokens=6)
+    one = LLM(model, workers=1).generate(prompt_token_ids=PROMPTS, sampling_params=sp)
+    monkeypatch.setattr(W, "shm_free_bytes", lambda path="/dev/shm": 1 << 20)
+    llm = LLM(model, workers=2)
+    with caplog.at_level("WARNING"):
+        two = llm.generate(prompt_token_ids=PROMPTS, sampling_params=sp)
+    assert llm.workers == 1 and "/dev/shm" in caplog.text
+    assert _flat(two) == _flat(one)

@@ -89,8 +89,24 @@ def deal(n_items: int, n_workers: int) -> list[list[int]]:
     return [list(range(w, n_items, n_workers)) for w in range(n_workers)]
 
 
+def shm_free_bytes(path: str = "/dev/shm") -> int | None:
+    """Free bytes of the shared-memory file system (None where there is none to ask)."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
 def shared_mirror(model: nn.Module) -> dict[str, torch.Tensor]:
-    """A shared-memory copy of ``model.state_dict()``; tied entries (one tensor under two names) stay one tensor."""
+    """A shared-memory copy of ``model.state_dict()``; tied entries (one tensor under two names) stay one tensor.
+    RuntimeError when /dev/shm lacks room for it (containers often give it 64 MB; touching an overfull one would
+    kill the process with SIGBUS, so the caller falls back to one process instead)."""
+    need = sum(t.numel() * t.element_size() for t in {t.data_ptr(): t for t in model.state_dict().values()}.values())
+    free = shm_free_bytes()
+    if free is not None and free < 2 * need + (64 << 20):
+        raise RuntimeError(f"/dev/shm has {free >> 20} MiB free, the weights' mirror needs {need >> 20} MiB "
+                           "(with room to spare)")
     mirror: dict[str, torch.Tensor] = {}
     by_ptr: dict[tuple[int, tuple[int, ...]], torch.Tensor] = {}
     for name, t in model.state_dict().items():

@@ -102,7 +102,7 @@ def generate_greedy(model, tokenizer, prompts: list[list[int]], max_new_tokens: 
         LLM = None
     if LLM is not None:
         width = max(len(p) for p in prompts) + max_new_tokens + 1
-        engine = LLM(model, tokenizer=tokenizer, max_batch_size=min(len(prompts), 64), max_model_len=width)
+        engine = LLM(model, tokenizer=tokenizer, max_batch_size=min(len(prompts), 256), max_model_len=width)
         params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, stop_token_ids=[tokenizer.eos_id])
         outs = engine.generate(prompt_token_ids=prompts, sampling_params=params)
         return [[t for t in o.outputs[0].token_ids if t != tokenizer.eos_id] for o in outs]
