@@ -56,8 +56,8 @@ def test_env_variable_sets_the_default(monkeypatch, model):
 
 @pytest.mark.parametrize("temperature", [0.0, 0.8])
 def test_two_workers_equal_one_process(model, temperature):
-    """Greedy and seeded sampling (with top-p and stop ids): every prompt's completions — tokens, log-probs, finish
-    reasons; log-probs within 1e-5 — equal the one-process run, in prompt order; a mix of per-prompt SamplingParams is kept per prompt."""
+    """Greedy and seeded sampling (with top-p and stop ids): every prompt's completions — tokens and finish reasons
+    exactly, log-probs within 1e-5 — equal the one-process run, in prompt order, with per-prompt SamplingParams."""
     params = [SamplingParams(n=3, temperature=temperature, top_p=0.9, max_tokens=10 + i, seed=7 + i,
                              stop_token_ids=[17]) for i in range(len(PROMPTS))]
     one = LLM(model, workers=1, max_batch_size=8).generate(prompt_token_ids=PROMPTS, sampling_params=params)
@@ -66,7 +66,8 @@ def test_two_workers_equal_one_process(model, temperature):
     assert llm.workers == 2  # the helpers served it (no fallback)
     assert _flat(two) == _flat(one) and _same_logprobs(two, one)
     assert [r.prompt_token_ids for r in two] == PROMPTS
-    assert {o.finish_reason for r in two for o in r.outputs} == {"stop", "length"} or temperature == 0.0
+    reasons = {o.finish_reason for r in two for o in r.outputs}
+    assert reasons == {"stop", "length"} or temperature == 0.0
     assert llm.stats.tokens_generated == sum(len(o.token_ids) for r in two for o in r.outputs)
 
 

@@ -55,7 +55,27 @@ def test_bad_tests_raise():
 
 
 def test_parallel_threads():
-    jobs = [(f"```python\n{ADD}\n```", IO_TESTS[:2])] * 6 + [("```python\nprint(0)\n```", IO_TESTS[:2])] * 2
+    # distinct programs (a comment each), so that every job runs in its own sandbox rather than from the memo
+    jobs = [(f"```python\n{ADD}\n# job {i}\n```", IO_TESTS[:2]) for i in range(6)] + \
+        [(f"```python\nprint(0)  # job {i}\n```", IO_TESTS[:2]) for i in range(2)]
     with ThreadPoolExecutor(max_workers=4) as pool:
         got = list(pool.map(lambda j: code_reward(j[0], j[1], timeout=5), jobs))
     assert got == [1.0] * 6 + [0.0] * 2
+
+
+def test_identical_programs_run_once(monkeypatch):
+    """The k samples of a problem often write the same program: each (program, test, limits) runs once per process."""
+    import r1lab.rewards.code as code
+
+    runs = []
+    real = code.run_python
+    monkeypatch.setattr(code, "run_python", lambda *a, **k: runs.append(a[0]) or real(*a, **k))
+    program = f"```python\n{ADD}\n# memo test\n```"
+    assert code_reward(program, IO_TESTS, timeout=5) == 1.0
+    assert len(runs) == len(IO_TESTS)
+    assert code_reward("prefix text " + program, IO_TESTS, timeout=5) == 1.0  # same program extracted
+    assert len(runs) == len(IO_TESTS)
+    assert code_reward(program, IO_TESTS, timeout=6) == 1.0  # other limits: run again
+    assert len(runs) == 2 * len(IO_TESTS)
+    assert code_reward(program.replace("a + b", "a - b"), IO_TESTS[:1], timeout=5) == 0.0
+    assert len(runs) == 2 * len(IO_TESTS) + 1

@@ -39,7 +39,8 @@ from .runner import DeepSeekRunner
 from .sampler import RowNoise, RowParams, sample
 from .scheduler import Scheduler, Sequence
 from .speculative import catch_up_prompt, speculative_round
-from .workers import MIN_SEQUENCES, HelperError, deal, drop_pool, get_pool, refresh_mirror, resolve_workers, shared_mirror
+from .workers import (MIN_SEQUENCES, HelperError, deal, drop_pool, get_pool, refresh_mirror, resolve_workers,
+                      shared_mirror)
 
 log = logging.getLogger(__name__)
 
@@ -515,9 +516,10 @@ class LLM:
 
     def _batch_tensors(self, running: list[Sequence]):
         """Slots, sampling parameters, noise sources and the all-slots flag for a batch padded to a power-of-two row
-        count (compiled steps) or a multiple of 8 (eager). Plain decoding puts the padding rows on free slots (they write one position there, which the next
-        owner's prefill overwrites), so a batch as large as the cache holds every slot once and decodes in slot order
-        (``DeepSeekRunner.decode``); speculative rounds keep them on the scratch slot."""
+        count (compiled steps) or a multiple of 8 (eager). Plain decoding puts the padding rows on free slots (they
+        write one position there, which the next owner's prefill overwrites), so a batch as large as the cache holds
+        every slot once and decodes in slot order (``DeepSeekRunner.decode``); speculative rounds keep them on the
+        scratch slot."""
         # compiled steps: powers of two (one CUDA graph each); eager: multiples of 8 — padding rows cost a CPU as
         # much as real ones (336 sequences padded to 512 rows: 7.4 s vs 5.4 s at 256 slots, sixteenth session)
         b = batch_bucket(len(running), self.max_batch_size) if self._runner.compiled else \

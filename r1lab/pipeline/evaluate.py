@@ -31,7 +31,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from r1lab.pipeline.generation import Completion, Sampling, as_generate_fn, build_prompt, full_response
+from r1lab.pipeline.generation import (PROBLEMS_PER_CALL, Completion, Sampling, as_generate_fn, build_prompt,
+                                       full_response)
 from r1lab.rewards.language import chain_of_thought, is_mixed
 
 CORRECT = 0.999  # a rule reward at or above this counts as a correct answer
@@ -193,7 +194,8 @@ def record_for(problem: Any, completions: Sequence[Completion], style: str,
 
 def evaluate(llm_or_generate_fn: Any, problems: Sequence[Any], k: int = 4, temperature: float = 0.6,
              top_p: float = 0.95, max_tokens: int = 256, template: str = "r1-zero", greedy: bool = True,
-             tokenizer: Any = None, seed: int = 0, batch_size: int = 64, progress: bool = True) -> EvalResult:
+             tokenizer: Any = None, seed: int = 0, batch_size: int = PROBLEMS_PER_CALL,
+             progress: bool = True) -> EvalResult:
     """pass@1 (mean over k samples), cons@k, greedy accuracy, per family, tokens and mixing on ``problems``.
 
     ``llm_or_generate_fn``: an engine LLM, a model directory or ``fn(prompts, Sampling) -> [[str|Completion]]``.

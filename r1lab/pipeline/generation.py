@@ -23,6 +23,11 @@ from typing import Any
 
 PROMPT_STYLES = ("r1-zero", "r1", "plain")
 
+# Problems per generate call in evaluation and rejection sampling. The engine batches continuously inside a call, and
+# every call ends with a tail of a few long completions decoded almost alone, so fewer, larger calls finish sooner:
+# 256 problems × 4 samples fill two CPU workers' 256 slots each (docs/benchmarks.md, sixteenth session; was 64).
+PROBLEMS_PER_CALL = 256
+
 
 @dataclass(frozen=True)
 class Sampling:

@@ -33,7 +33,8 @@ from typing import Any
 
 from r1lab.pipeline.evaluate import CORRECT
 from r1lab.rewards.language import chain_of_thought, is_mixed
-from r1lab.pipeline.generation import Completion, Sampling, as_generate_fn, build_prompt, full_response
+from r1lab.pipeline.generation import (PROBLEMS_PER_CALL, Completion, Sampling, as_generate_fn, build_prompt,
+                                       full_response)
 
 REASONS = ("incorrect", "too_long", "bad_format", "mixed_language", "repetitive", "duplicate", "over_quota")
 _WORD = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]|\w+|[^\w\s]")
@@ -169,7 +170,8 @@ def rejection_sample(llm_or_generate_fn: Any, problems: Sequence[Any], out_path:
                      style: str = "r1", tokenizer: Any = None, judge: Judge | None = None,
                      max_response_tokens: int | None = None, max_repetition: float = 0.5,
                      require_format: bool = True, max_per_prompt: int | None = None, seed: int = 0,
-                     batch_size: int = 64, verbose: bool = True) -> tuple[list[dict[str, Any]], SampleStats]:
+                     batch_size: int = PROBLEMS_PER_CALL,
+                     verbose: bool = True) -> tuple[list[dict[str, Any]], SampleStats]:
     """Sample k responses per problem, filter them, write the kept rows to ``out_path`` (JSONL, atomically)."""
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
