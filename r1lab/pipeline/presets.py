@@ -116,14 +116,15 @@ _GPU: dict[str, dict[str, Any]] = {
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {"tiny": _TINY, "cpu": _CPU, "gpu": _GPU}
 
 # Wall seconds of each stage in one measured run, for the speedrun's "about N min to go" (the remaining stages' times
-# here × how much slower or faster this machine ran the finished ones; ``rundir.eta_seconds``). cpu: the fifteenth
-# session's run on the 2-core sandbox (AMD EPYC, AVX2 only, 2026-11-26, idle; `r1lab speedrun --preset cpu`,
-# /tmp/s15/sr2): 2160 s in all (docs/benchmarks.md, fifteenth session).
+# here × how much slower or faster this machine ran the finished ones; ``rundir.eta_seconds``). cpu: the sixteenth
+# session's run on the 2-core sandbox (AMD EPYC, AVX2 only, 2026-11-26, idle but in a slow hour — pretraining 840 s
+# against 682 s in the fifteenth session's run; `r1lab speedrun --preset cpu`, /tmp/s16/sr2): 2197 s in all
+# (docs/benchmarks.md, sixteenth session).
 EXPECTED_SECONDS: dict[str, dict[str, float]] = {
-    "cpu": {"tokenizer": 12, "pretrain": 682, "eval-base": 18, "r1-zero": 93, "eval-r1-zero": 24, "cold-start-data":
-            18, "r1-cold-sft": 40, "eval-r1-cold-sft": 26, "r1-reasoning-rl": 59, "eval-r1-reasoning-rl": 24,
-            "r1-reject": 24, "r1-sft": 114, "eval-r1-sft": 23, "reward-model": 16, "r1": 47, "eval-r1": 23,
-            "distill-data": 141, "student-base": 466, "distill-student": 75, "eval-distill-student": 21,
-            "rl-only-student": 90, "eval-rl-only-student": 24, "qwen2-student": 2, "distill-qwen2": 73,
-            "eval-distill-qwen2": 24, "report": 3},
+    "cpu": {"tokenizer": 11, "pretrain": 840, "eval-base": 13, "r1-zero": 103, "eval-r1-zero": 8, "cold-start-data": 9,
+            "r1-cold-sft": 43, "eval-r1-cold-sft": 8, "r1-reasoning-rl": 59, "eval-r1-reasoning-rl": 8,
+            "r1-reject": 10, "r1-sft": 124, "eval-r1-sft": 7, "reward-model": 19, "r1": 55, "eval-r1": 7,
+            "distill-data": 46, "student-base": 527, "distill-student": 78, "eval-distill-student": 7,
+            "rl-only-student": 86, "eval-rl-only-student": 8, "qwen2-student": 2, "distill-qwen2": 94,
+            "eval-distill-qwen2": 21, "report": 4},
 }
