@@ -23,8 +23,9 @@ How:
 
 ``workers`` (``LLM(workers=...)``): an int, or None = the ``R1LAB_WORKERS`` environment variable (an int or "auto" =
 the usable cores, at most ``MAX_AUTO``, divided among torchrun's local ranks, at most torch's thread count), 1 when
-unset. The ``r1lab`` command sets
-it to "auto"; library code stays single-process unless asked.
+unset. The ``r1lab`` command sets it to "auto"; library code stays single-process unless asked. Helpers are started
+with "spawn", which imports the caller's main module again: a script that asks for workers > 1 needs the usual
+``if __name__ == "__main__":`` guard around its work (the ``r1lab`` command and ``python -m r1lab`` have it).
 """
 
 from __future__ import annotations
