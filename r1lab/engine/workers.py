@@ -19,7 +19,7 @@ How:
   which process drew them; only float rounding of differently sized batches differs from a one-process run.
   Unseeded requests draw from each worker's generator, seeded from the ``LLM``'s.
 - Anything a helper cannot do (a model it cannot rebuild, a crashed process) is logged once and that LLM's calls run
-  in the calling process: parallelism never changes what is returned.
+  in the calling process: parallelism changes what is returned by float rounding at most.
 
 ``workers`` (``LLM(workers=...)``): an int, or None = the ``R1LAB_WORKERS`` environment variable (an int or "auto" =
 the usable cores, at most ``MAX_AUTO``, divided among torchrun's local ranks, at most torch's thread count), 1 when
