@@ -49,7 +49,7 @@ _KEYS = itertools.count()
 # Cache slots when not given (CPU, CUDA): on a CPU a decode step of a small model costs nearly the same for 64 rows as
 # for 256, so more slots finish a large request sooner: 84 prompts × 4 samples with the speedrun's R1-Zero model,
 # 9.96 s at 64 slots, 5.43 s at 256 (median of 3, sixteenth session). On CUDA every batch bucket is a CUDA graph.
-DEFAULT_SLOTS = {False: 256, True: 64}
+DEFAULT_SLOTS = {"cpu": 256, "cuda": 64}
 
 
 def fit_slots(slots: int, bytes_per_slot: int, budget: int) -> int:
@@ -161,7 +161,7 @@ class LLM:
         self.eos_ids = _eos_ids(model, self.tokenizer)
         self.is_deepseek = isinstance(model, DeepSeekV3ForCausalLM)
         if max_batch_size is None:
-            max_batch_size = DEFAULT_SLOTS[self.device.type == "cuda"]
+            max_batch_size = DEFAULT_SLOTS["cuda" if self.device.type == "cuda" else "cpu"]
         if max_batch_size <= 0:
             raise ValueError(f"max_batch_size must be positive, got {max_batch_size}")
         self.max_batch_size = max_batch_size

@@ -103,14 +103,15 @@ def shared_mirror(model: nn.Module) -> dict[str, torch.Tensor]:
     """A shared-memory copy of ``model.state_dict()``; tied entries (one tensor under two names) stay one tensor.
     RuntimeError when /dev/shm lacks room for it (containers often give it 64 MB; touching an overfull one would
     kill the process with SIGBUS, so the caller falls back to one process instead)."""
-    need = sum(t.numel() * t.element_size() for t in {t.data_ptr(): t for t in model.state_dict().values()}.values())
+    state = model.state_dict()
+    need = sum(t.numel() * t.element_size() for t in {t.data_ptr(): t for t in state.values()}.values())
     free = shm_free_bytes()
     if free is not None and free < 2 * need + (64 << 20):
         raise RuntimeError(f"/dev/shm has {free >> 20} MiB free, the weights' mirror needs {need >> 20} MiB "
                            "(with room to spare)")
     mirror: dict[str, torch.Tensor] = {}
     by_ptr: dict[tuple[int, tuple[int, ...]], torch.Tensor] = {}
-    for name, t in model.state_dict().items():
+    for name, t in state.items():
         key = (t.data_ptr(), tuple(t.shape))
         if key not in by_ptr:
             by_ptr[key] = t.detach().to("cpu", copy=True).contiguous().share_memory_()
@@ -122,9 +123,7 @@ def shared_mirror(model: nn.Module) -> dict[str, torch.Tensor]:
 def refresh_mirror(model: nn.Module, mirror: dict[str, torch.Tensor]) -> None:
     """Copy the model's current weights into its mirror (raises KeyError/RuntimeError if they no longer match)."""
     for name, t in model.state_dict().items():
-        dst = mirror[name]
-        if dst.data_ptr() != t.data_ptr():
-            dst.copy_(t)
+        mirror[name].copy_(t)
 
 
 def build_replica(spec: dict[str, Any]):
@@ -249,10 +248,6 @@ class Pool:
 
     def collect(self) -> list[Any]:
         return [self._reply(conn) for conn in self.conns]
-
-    def forget(self, key: int) -> None:
-        for s in self.loaded:
-            s.discard(key)
 
     def close(self) -> None:
         for conn in self.conns:
