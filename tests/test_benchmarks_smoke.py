@@ -205,3 +205,17 @@ def test_profile_gpu_imports_and_skips_without_cuda():
     line (bench() hides any GPU, so this is the no-CUDA path on a GPU machine too)."""
     assert bench("profile_gpu.py", "--what", "train", "decode", "train_compile", "fp8", "--rows", 5) == [
         {"bench": "profile_gpu", "skipped": "needs CUDA"}]
+
+
+def test_cpu_sampling_arms_and_eval_split():
+    """benchmarks/cpu_sampling.py: every arm (here one process at 64 slots, two at 32) samples the peer's very tokens;
+    the evaluation's generation and scoring seconds add up to its total."""
+    rows = bench("cpu_sampling.py", "--preset-tiny", "--arms", "1x64,2x32", "--n-per-family", 2, "--k", 2,
+                 "--max-tokens", 12, "--rounds", 1, "--eval")
+    arms = [r for r in rows if r["bench"] == "cpu_sampling"]
+    assert [(r["workers"], r["slots"]) for r in arms] == [(1, 64), (2, 32)]
+    assert all(r["same_tokens_as_peer"] and r["tokens"] > 0 and r["seconds_median"] > 0 for r in arms)
+    assert arms[0]["ratio"] == 1.0
+    (ev,) = [r for r in rows if r["bench"] == "cpu_sampling_eval"]
+    assert ev["problems"] == 14 and 0 <= ev["pass@1"] <= 1
+    assert math.isclose(ev["generate_s"] + ev["scoring_s"], ev["seconds"], abs_tol=0.02)

@@ -48,7 +48,8 @@ DEFAULT_MAX_MODEL_LEN = 8192  # cap when the config allows more (the cache is pr
 _KEYS = itertools.count()
 # Cache slots when not given (CPU, CUDA): on a CPU a decode step of a small model costs nearly the same for 64 rows as
 # for 256, so more slots finish a large request sooner: 84 prompts × 4 samples with the speedrun's R1-Zero model,
-# 9.96 s at 64 slots, 5.43 s at 256 (median of 3, sixteenth session). On CUDA every batch bucket is a CUDA graph.
+# 9.00 s at 64 slots, 4.86 s at 256 (benchmarks/cpu_sampling.py, sixteenth session). On CUDA every batch bucket is
+# a CUDA graph.
 DEFAULT_SLOTS = {"cpu": 256, "cuda": 64}
 
 
@@ -521,7 +522,8 @@ class LLM:
         every slot once and decodes in slot order (``DeepSeekRunner.decode``); speculative rounds keep them on the
         scratch slot."""
         # compiled steps: powers of two (one CUDA graph each); eager: multiples of 8 — padding rows cost a CPU as
-        # much as real ones (336 sequences padded to 512 rows: 7.4 s vs 5.4 s at 256 slots, sixteenth session)
+        # much as real ones (336 sequences padded to 512 rows: 7.4 s vs 5.4 s at 256 slots; 5.05 s unpadded; sixteenth
+        # session)
         b = batch_bucket(len(running), self.max_batch_size) if self._runner.compiled else \
             bucket(len(running), 8, max(self.max_batch_size, len(running)))
         pad = b - len(running)
