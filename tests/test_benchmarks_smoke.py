@@ -219,3 +219,14 @@ def test_cpu_sampling_arms_and_eval_split():
     (ev,) = [r for r in rows if r["bench"] == "cpu_sampling_eval"]
     assert ev["problems"] == 14 and 0 <= ev["pass@1"] <= 1
     assert math.isclose(ev["generate_s"] + ev["scoring_s"], ev["seconds"], abs_tol=0.02)
+
+
+def test_cpu_attention_arms_agree_and_time():
+    """benchmarks/cpu_attention.py: both arms (math-path SDPA, V-padded flash) give the same first loss and gradients
+    on the tiny preset, and each prints its step time and ratio to the peer."""
+    rows = bench("cpu_attention.py", "--preset", "tiny", "--seq-lens", 64, "--rounds", 1, "--steps", 1,
+                 "--micro-batch", 2)
+    assert [r["arm"] for r in rows] == ["math (peer)", "flash, V padded"]
+    assert all(finite_pos(r["step_s_median"]) and r["seq_len"] == 64 for r in rows)
+    assert rows[0]["ratio_speed_vs_peer"] == 1.0
+    assert all(r["first_loss_diff"] < 1e-5 and r["first_grad_max_diff"] < 1e-5 for r in rows)

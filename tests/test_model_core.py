@@ -161,6 +161,28 @@ def test_absorbed_attention_equals_naive():
     assert (naive - absorbed).abs().max() < 1e-5
 
 
+@pytest.mark.parametrize("masked", [False, True])
+def test_cpu_padded_value_attention_equals_explicit_softmax(masked):
+    """``mla.sdpa`` pads V to the query width on the CPU (flash kernel); output and gradients equal a written-out
+    softmax(q·kᵀ·scale + mask)·v, with packed-document masks and causal-only."""
+    from r1lab.model.mla import sdpa
+
+    torch.manual_seed(0)
+    b, h, t, qd, vd = 2, 3, 11, 12, 8
+    q, k, v = (torch.randn(b, h, t, d, dtype=torch.float64, requires_grad=True) for d in (qd, qd, vd))
+    segments = torch.tensor([[1] * 4 + [2] * 7, [1] * 9 + [0] * 2])
+    mask = segment_causal_mask(segments) if masked else torch.ones(t, t, dtype=torch.bool).tril()[None, None]
+    out = sdpa(q, k, v, mask if masked else None, 0.3)
+    assert out.shape == (b, h, t, vd)
+    scores = (q @ k.transpose(-1, -2) * 0.3).masked_fill(~mask, float("-inf"))
+    ref = scores.softmax(-1) @ v
+    g = torch.randn_like(ref)
+    grads = torch.autograd.grad(out, (q, k, v), g)
+    grads_ref = torch.autograd.grad(ref, (q, k, v), g)
+    assert (out - ref).abs().max() < 1e-10
+    assert all((a - r).abs().max() < 1e-10 for a, r in zip(grads, grads_ref))
+
+
 def test_mtp_logits_returned():
     model = DeepSeekV3ForCausalLM(tiny(num_nextn_predict_layers=2)).eval()
     out = model(torch.randint(0, 256, (1, 8)), return_mtp_logits=True)

@@ -74,10 +74,7 @@ class MLA(nn.Module):
         k_nope_BHTK, v_BHTV = kv_BTHX.transpose(1, 2).split([self.nope_dim, self.v_dim], dim=-1)
         q_BHTQ = torch.cat([q_nope_BHTK, q_pe_BHTR], dim=-1)
         k_BHTQ = torch.cat([k_nope_BHTK, k_pe_BTR[:, None].expand(-1, self.n_heads, -1, -1)], dim=-1)
-        if mask_B1TS is None:
-            o_BHTV = F.scaled_dot_product_attention(q_BHTQ, k_BHTQ, v_BHTV, is_causal=True, scale=self.scale)
-        else:
-            o_BHTV = F.scaled_dot_product_attention(q_BHTQ, k_BHTQ, v_BHTV, attn_mask=mask_B1TS, scale=self.scale)
+        o_BHTV = sdpa(q_BHTQ, k_BHTQ, v_BHTV, mask_B1TS, self.scale)
         return self.o_proj(o_BHTV.transpose(1, 2).reshape(b, t, self.n_heads * self.v_dim))
 
     # ------------------------------------------------------------------ absorbed path (decode over the latent cache)
@@ -108,3 +105,24 @@ class MLA(nn.Module):
         o_BHTC = torch.einsum("bhts,bsc->bhtc", p_BHTS, kv_BSX[..., : self.kv_rank])
         o_BTHV = torch.einsum("bhtc,hvc->bthv", o_BHTC, w_uv_HVC)
         return self.o_proj(o_BTHV.reshape(b, t, self.n_heads * self.v_dim))
+
+
+def sdpa(q_BHTQ: torch.Tensor, k_BHSQ: torch.Tensor, v_BHSV: torch.Tensor, mask_B1TS: torch.Tensor | None,
+         scale: float) -> torch.Tensor:
+    """Scaled dot-product attention, causal when ``mask_B1TS`` is None; returns [B, H, T, V].
+
+    On the CPU, V is first zero-padded to the query/key width Q (MLA has V < Q: 32 < 48 in cpu-demo): PyTorch's CPU
+    flash kernel takes one head width for q, k and v and otherwise falls back to the math path, which materialises
+    the [B, H, T, S] scores and the boolean mask as floats. The padded columns of the output are zeros and are
+    dropped, so the result is the same attention (tested against the unpadded call); a cpu-demo training step is
+    10-15 % faster (``benchmarks/cpu_attention.py``). Other devices get the unpadded call (unmeasured there).
+    """
+    v_dim, qk_dim = v_BHSV.shape[-1], q_BHTQ.shape[-1]
+    pad = q_BHTQ.device.type == "cpu" and v_dim < qk_dim
+    if pad:
+        v_BHSV = F.pad(v_BHSV, (0, qk_dim - v_dim))
+    if mask_B1TS is None:
+        o_BHTV = F.scaled_dot_product_attention(q_BHTQ, k_BHSQ, v_BHSV, is_causal=True, scale=scale)
+    else:
+        o_BHTV = F.scaled_dot_product_attention(q_BHTQ, k_BHSQ, v_BHSV, attn_mask=mask_B1TS, scale=scale)
+    return o_BHTV[..., :v_dim] if pad else o_BHTV
