@@ -116,15 +116,15 @@ _GPU: dict[str, dict[str, Any]] = {
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {"tiny": _TINY, "cpu": _CPU, "gpu": _GPU}
 
 # Wall seconds of each stage in one measured run, for the speedrun's "about N min to go" (the remaining stages' times
-# here × how much slower or faster this machine ran the finished ones; ``rundir.eta_seconds``). cpu: the sixteenth
-# session's run on the 2-core sandbox (AMD EPYC, AVX2 only, 2026-11-26, idle but in a slow hour — pretraining 840 s
-# against 682 s in the fifteenth session's run; `r1lab speedrun --preset cpu`, /tmp/s16/sr2): 2197 s in all
-# (docs/benchmarks.md, sixteenth session).
+# here × how much slower or faster this machine ran the finished ones; ``rundir.eta_seconds``). cpu: the seventeenth
+# session's run on the 2-core sandbox (AMD EPYC, AVX2 only, 2026-11-26, idle but in a slow hour — its measured fp32
+# matmul peak 0.13 TFLOP/s against 0.16 in the sixteenth session's run; `r1lab speedrun --preset cpu`, /tmp/s17/sr):
+# 2262 s in all (docs/benchmarks.md, seventeenth session).
 EXPECTED_SECONDS: dict[str, dict[str, float]] = {
-    "cpu": {"tokenizer": 11, "pretrain": 840, "eval-base": 13, "r1-zero": 103, "eval-r1-zero": 8, "cold-start-data": 9,
-            "r1-cold-sft": 43, "eval-r1-cold-sft": 8, "r1-reasoning-rl": 59, "eval-r1-reasoning-rl": 8,
-            "r1-reject": 10, "r1-sft": 124, "eval-r1-sft": 7, "reward-model": 19, "r1": 55, "eval-r1": 7,
-            "distill-data": 46, "student-base": 527, "distill-student": 78, "eval-distill-student": 7,
-            "rl-only-student": 86, "eval-rl-only-student": 8, "qwen2-student": 2, "distill-qwen2": 94,
-            "eval-distill-qwen2": 21, "report": 4},
+    "cpu": {"tokenizer": 14, "pretrain": 879, "eval-base": 11, "r1-zero": 111, "eval-r1-zero": 9, "cold-start-data": 9,
+            "r1-cold-sft": 42, "eval-r1-cold-sft": 6, "r1-reasoning-rl": 62, "eval-r1-reasoning-rl": 7,
+            "r1-reject": 11, "r1-sft": 131, "eval-r1-sft": 8, "reward-model": 22, "r1": 52, "eval-r1": 7,
+            "distill-data": 50, "student-base": 554, "distill-student": 68, "eval-distill-student": 6,
+            "rl-only-student": 84, "eval-rl-only-student": 9, "qwen2-student": 2, "distill-qwen2": 77,
+            "eval-distill-qwen2": 25, "report": 4},
 }
