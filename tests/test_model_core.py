@@ -183,6 +183,21 @@ def test_cpu_padded_value_attention_equals_explicit_softmax(masked):
     assert all((a - r).abs().max() < 1e-10 for a, r in zip(grads, grads_ref))
 
 
+def test_cpu_training_attention_takes_the_flash_kernel():
+    """The point of the padding: an MLA forward on the CPU (V narrower than Q/K) runs PyTorch's CPU flash kernel, not
+    the math path's batched matmuls."""
+    from torch.profiler import profile
+
+    cfg = tiny()
+    assert cfg.v_head_dim < cfg.qk_head_dim
+    model = DeepSeekV3ForCausalLM(cfg)
+    ids = torch.randint(0, cfg.vocab_size, (2, 12))
+    with profile() as prof:
+        model(ids, labels=ids, doc_ids=torch.tensor([[1] * 5 + [2] * 7, [1] * 12]))
+    names = {e.key for e in prof.key_averages()}
+    assert any("flash_attention" in n for n in names), sorted(n for n in names if "attention" in n)
+
+
 def test_mtp_logits_returned():
     model = DeepSeekV3ForCausalLM(tiny(num_nextn_predict_layers=2)).eval()
     out = model(torch.randint(0, 256, (1, 8)), return_mtp_logits=True)
