@@ -7,7 +7,7 @@ pretraining (256) and SFT (384) stages. The two arms alternate round by round in
 drifts by 10-20 % within minutes); one JSON line per (length, arm) with the median step seconds and tokens/s, the
 ratio to the peer, and the largest difference of the first step's loss and gradients between the arms.
 
-Usage:  python benchmarks/cpu_attention.py [--preset cpu-demo] [--seq-lens 256,384] [--rounds 6]
+Usage:  python benchmarks/cpu_attention.py [--preset cpu-demo] [--seq-lens 256,384] [--rounds 6] [--profile]
 Smoke:  python benchmarks/cpu_attention.py --preset tiny --seq-lens 64 --rounds 1 --steps 1 --micro-batch 2
 """
 
@@ -50,6 +50,18 @@ def packed_batch(b: int, t: int, vocab: int, gen: torch.Generator) -> dict[str, 
     return {"input_ids": ids, "labels": ids, "doc_ids": doc_ids}
 
 
+def op_shares(step, n_steps: int = 3, top: int = 12) -> dict[str, float]:
+    """Share of self CPU time per aten op over ``n_steps`` calls of ``step`` (the ``top`` largest)."""
+    from torch.profiler import profile
+
+    with profile() as prof:
+        for _ in range(n_steps):
+            step()
+    rows = [(e.key, e.self_cpu_time_total) for e in prof.key_averages()]
+    total = sum(t for _, t in rows) or 1.0
+    return {k: round(t / total, 3) for k, t in sorted(rows, key=lambda r: -r[1])[:top]}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="cpu-demo")
@@ -58,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--steps", type=int, default=4, help="timed steps per arm per round")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--profile", action="store_true",
+                    help="also print, per arm, torch.profiler's share of each op in 3 steps (the breakdown quoted in "
+                         "docs/benchmarks.md, seventeenth session)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -99,6 +114,11 @@ def main(argv: list[str] | None = None) -> int:
                 for _ in range(args.steps):
                     step()
                 times[name].append((time.perf_counter() - t0) / args.steps)
+        if args.profile:
+            for name, fn in arms.items():
+                mla.sdpa = fn
+                print(json.dumps({"bench": "cpu_attention_profile", "seq_len": t, "arm": name,
+                                  "self_cpu_share": op_shares(step)}), flush=True)
         mla.sdpa = PADDED
         peer = statistics.median(times["math (peer)"])
         for name, ts in times.items():

@@ -224,8 +224,12 @@ def test_cpu_sampling_arms_and_eval_split():
 def test_cpu_attention_arms_agree_and_time():
     """benchmarks/cpu_attention.py: both arms (math-path SDPA, V-padded flash) give the same first loss and gradients
     on the tiny preset, and each prints its step time and ratio to the peer."""
-    rows = bench("cpu_attention.py", "--preset", "tiny", "--seq-lens", 64, "--rounds", 1, "--steps", 1,
-                 "--micro-batch", 2)
+    out = bench("cpu_attention.py", "--preset", "tiny", "--seq-lens", 64, "--rounds", 1, "--steps", 1,
+                "--micro-batch", 2, "--profile")
+    rows = [r for r in out if r["bench"] == "cpu_attention"]
+    profiles = {r["arm"]: r["self_cpu_share"] for r in out if r["bench"] == "cpu_attention_profile"}
+    assert set(profiles) == {"math (peer)", "flash, V padded"}  # which kernel runs: test_model_core's flash test
+    assert all(0 < sum(p.values()) <= 1.0001 for p in profiles.values())
     assert [r["arm"] for r in rows] == ["math (peer)", "flash, V padded"]
     assert all(finite_pos(r["step_s_median"]) and r["seq_len"] == 64 for r in rows)
     assert rows[0]["ratio_speed_vs_peer"] == 1.0
