@@ -234,3 +234,17 @@ def test_cpu_attention_arms_agree_and_time():
     assert all(finite_pos(r["step_s_median"]) and r["seq_len"] == 64 for r in rows)
     assert rows[0]["ratio_speed_vs_peer"] == 1.0
     assert all(r["first_loss_diff"] < 1e-5 and r["first_grad_max_diff"] < 1e-5 for r in rows)
+
+
+def test_cpu_cross_entropy_arms_agree_and_time():
+    """benchmarks/cpu_cross_entropy.py: the fused head + CE and the peer (F.cross_entropy over logits) give the same
+    loss and gradients, for the head alone and for a whole training step, and each arm prints its time and ratio."""
+    out = bench("cpu_cross_entropy.py", "--preset", "tiny", "--rounds", 1, "--steps", 1, "--micro-batch", 2,
+                "--seq-len", 64)
+    heads = [r for r in out if r["bench"] == "cpu_cross_entropy_head"]
+    steps = [r for r in out if r["bench"] == "cpu_cross_entropy_step"]
+    assert [r["rows"] for r in heads] == [128, 128, 96, 96] and len(steps) == 2
+    assert all(finite_pos(r["s_median"]) for r in heads + steps)
+    assert [r["ratio_speed_vs_peer"] for r in (heads[0], heads[2], steps[0])] == [1.0, 1.0, 1.0]
+    assert all(r["max_abs_diff"] < 1e-5 for r in heads)
+    assert all(r["first_loss_diff"] < 1e-5 and r["first_grad_max_diff"] < 1e-5 for r in steps)

@@ -72,13 +72,15 @@ def shift_left(ids_BT: torch.Tensor, k: int, fill: int = 0) -> torch.Tensor:
 
 
 def mtp_forward(lm, h_main_BTD, input_ids_BT, cos, sin, mask_B1TT=None, valid_BT=None):
-    """Run the D modules of ``lm`` (a DeepSeekV3ForCausalLM) sequentially. Returns (logits per depth, balance sum)."""
-    logits, balance = [], h_main_BTD.new_zeros((), dtype=torch.float32)
+    """Run the D modules of ``lm`` (a DeepSeekV3ForCausalLM) sequentially. Returns (the shared head's input per depth,
+    i.e. after the module's ``shared_head.norm``; balance sum). The caller applies the head (``lm.lm_head``) or the
+    fused head + loss (``loss.shifted_linear_cross_entropy``)."""
+    heads_in, balance = [], h_main_BTD.new_zeros((), dtype=torch.float32)
     h_BTD = h_main_BTD
     for k, layer in enumerate(lm.model.mtp, start=1):
         emb_BTD = lm.model.embed_tokens(shift_left(input_ids_BT, k))
         h_BTD, bal = layer(h_BTD, emb_BTD, cos, sin, mask_B1TT, valid_BT)
         if bal is not None:
             balance = balance + bal
-        logits.append(lm.lm_head(layer.shared_head.norm(h_BTD)))
-    return logits, balance
+        heads_in.append(layer.shared_head.norm(h_BTD))
+    return heads_in, balance

@@ -10,6 +10,9 @@ Losses (labels use the transformers convention: not shifted, -100 = ignore):
 - ``mtp_loss``: the mean over the D MTP depths of their cross-entropies (trainers add λ·mtp_loss);
 - ``balance_loss``: the sequence-wise balance term summed over MoE layers (trainers add α·balance_loss); computed in
   training mode only (0 in eval mode, where routing statistics are not collected).
+With ``return_logits=False`` (trainers that only need the losses) the CPU computes the two cross-entropies from the
+head's input without materialising the logits (``loss.shifted_linear_cross_entropy``, tested equal to the reference
+``loss.shifted_cross_entropy`` over logits, which every other call takes).
 
 Legend: B batch, T tokens, D hidden, V vocab.
 """
@@ -19,10 +22,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .config import DeepSeekV3Config
+from .loss import shifted_cross_entropy, shifted_linear_cross_entropy
 from .mla import MLA
 from .moe import MLP, MoE
 from .mtp import MTPLayer, mtp_forward
@@ -32,7 +35,7 @@ from .rope import RotaryEmbedding
 
 @dataclass
 class CausalLMOutput:
-    logits: torch.Tensor
+    logits: torch.Tensor | None  # None when the forward was asked for losses only (return_logits=False)
     loss: torch.Tensor | None = None
     mtp_loss: torch.Tensor | None = None
     balance_loss: torch.Tensor | None = None
@@ -137,7 +140,8 @@ class DeepSeekV3ForCausalLM(nn.Module):
                 position_ids: torch.Tensor | None = None, doc_ids: torch.Tensor | None = None,
                 attention_mask: torch.Tensor | None = None, return_mtp_logits: bool = False,
                 logits_to_keep: int = 0, attn_mask_B1TT: torch.Tensor | None = None,
-                logits_at: torch.Tensor | None = None) -> CausalLMOutput:
+                logits_at: torch.Tensor | None = None, return_logits: bool = True,
+                mtp_loss: bool = True) -> CausalLMOutput:
         """Full-sequence forward.
 
         input_ids [B, T]; labels [B, T] (unshifted, -100 ignored); doc_ids [B, T] packed-document ids (0 = padding,
@@ -149,6 +153,10 @@ class DeepSeekV3ForCausalLM(nn.Module):
         documents, such as a prompt shared by several completions (``rl/shared_prefix.py``).
         ``logits_at`` (long [M], flat indices into B·T) computes logits only there: ``.logits`` is then [M, V]
         (``logits_to_keep`` is then ignored).
+        ``return_logits=False`` with labels: losses only (``.logits`` None); on the CPU the head and the two
+        cross-entropies then run fused (``loss.shifted_linear_cross_entropy``: less memory traffic, same values;
+        not under torch.compile or CPU autocast, which keep the reference). ``mtp_loss=False`` skips the MTP modules' loss (and
+        their forward) even with labels, for trainers that give it no weight.
         """
         if logits_at is not None and labels is not None:
             raise ValueError("logits_at computes logits at chosen positions only; it cannot be combined with labels")
@@ -172,18 +180,26 @@ class DeepSeekV3ForCausalLM(nn.Module):
             kept = hidden_BTD.reshape(-1, hidden_BTD.shape[-1])[logits_at]
         else:
             kept = hidden_BTD[:, -logits_to_keep:] if logits_to_keep else hidden_BTD
-        out = CausalLMOutput(logits=self.lm_head(kept), hidden_states=hidden_BTD)
-        run_mtp = len(self.model.mtp) > 0 and (labels is not None or return_mtp_logits)
+        fused = labels is not None and not return_logits and hidden_BTD.device.type == "cpu" \
+            and not torch.compiler.is_compiling() and not torch.is_autocast_enabled("cpu")
+        out = CausalLMOutput(logits=None if fused else self.lm_head(kept), hidden_states=hidden_BTD)
+        run_mtp = len(self.model.mtp) > 0 and ((labels is not None and mtp_loss) or return_mtp_logits)
         if run_mtp:
-            mtp_logits, mtp_balance = mtp_forward(self, h_BTD, input_ids, cos, sin, mask_B1TT, valid_BT)
+            mtp_hidden, mtp_balance = mtp_forward(self, h_BTD, input_ids, cos, sin, mask_B1TT, valid_BT)
             balance = balance + mtp_balance
+            mtp_logits = None if fused and not return_mtp_logits else [self.lm_head(h) for h in mtp_hidden]
             if return_mtp_logits:
                 out.mtp_logits = mtp_logits
         if labels is not None:
-            out.loss = shifted_cross_entropy(out.logits, labels, segments_BT, shift=1)
-            if run_mtp:
-                losses = [shifted_cross_entropy(lg, labels, segments_BT, shift=k + 2)
-                          for k, lg in enumerate(mtp_logits)]
+            # shift 1: next token from the main head; shift k + 2: MTP depth k (0-based) predicts k + 2 ahead
+            if fused:
+                out.loss = shifted_linear_cross_entropy(hidden_BTD, self.lm_head.weight, labels, segments_BT, 1)
+            else:
+                out.loss = shifted_cross_entropy(out.logits, labels, segments_BT, shift=1)
+            if run_mtp and mtp_loss:
+                losses = [shifted_linear_cross_entropy(h, self.lm_head.weight, labels, segments_BT, k + 2)
+                          if mtp_logits is None else shifted_cross_entropy(mtp_logits[k], labels, segments_BT, k + 2)
+                          for k, h in enumerate(mtp_hidden)]
                 out.mtp_loss = torch.stack(losses).mean()
             out.balance_loss = balance
         return out
@@ -230,22 +246,3 @@ def segment_causal_mask(segments_BT: torch.Tensor) -> torch.Tensor:
     mask_BTT = causal_TT & same_BTT & (segments_BT[:, None, :] != 0)
     mask_BTT |= torch.eye(t, dtype=torch.bool, device=segments_BT.device)
     return mask_BTT[:, None]
-
-
-def shifted_cross_entropy(logits_BTV: torch.Tensor, labels_BT: torch.Tensor, segments_BT: torch.Tensor | None,
-                          shift: int) -> torch.Tensor:
-    """Mean CE of predicting labels[t + shift] from position t (shift 1 = next token, k + 1 for MTP depth k); a pair
-    counts only if both ends lie in the same non-padding segment and the label is not -100."""
-    t = labels_BT.shape[1]
-    if shift >= t:
-        return logits_BTV.sum() * 0.0
-    # targets aligned with every position (-100 where t + shift is past the end): the logits are used whole, so
-    # neither the forward nor the backward copies a [B, T - shift, V] slice of them
-    target = torch.full_like(labels_BT, -100)
-    target[:, : t - shift] = labels_BT[:, shift:]
-    if segments_BT is not None:
-        same = (segments_BT[:, shift:] == segments_BT[:, : t - shift]) & (segments_BT[:, shift:] != 0)
-        target[:, : t - shift][~same] = -100
-    if (target != -100).sum() == 0:
-        return logits_BTV.sum() * 0.0
-    return F.cross_entropy(logits_BTV.reshape(-1, logits_BTV.shape[-1]).float(), target.reshape(-1), ignore_index=-100)

@@ -234,7 +234,7 @@ def heldout_loss(model, raw, packed, micro_batch: int, max_batches: int, device,
         batch = take_rows(packed, rows, device)
         n = count_pairs(packed.labels_NT[rows], packed.doc_ids_NT[rows], 1)
         with amp:
-            out = model(**batch)
+            out = model(**batch, return_logits=False)
         total += float(out.loss) * n
         count += n
     raw.train(was_training)
@@ -342,7 +342,7 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
             w_mtp = loss_weight(l_mtp, n_mtp, info.world_size)
             w_seq = loss_weight(len(rows), n_seq, info.world_size)
             with D.no_sync_context(model, m == cfg.grad_accum - 1), amp:
-                o = model(**batch)
+                o = model(**batch, return_logits=False)  # losses only: the CPU fuses head + CE
                 total = w_main * o.loss
                 mtp = o.mtp_loss if o.mtp_loss is not None else o.loss.new_zeros(())
                 total = total + mtp_w * w_mtp * mtp + bal_a * w_seq * o.balance_loss

@@ -257,17 +257,17 @@ def batch_loss(model, batch: dict[str, torch.Tensor], ours: bool, mtp_weight: fl
     doc_ids = batch["doc_ids"]
     targets_BT = next_token_targets(batch["labels"], doc_ids)
     n = int((targets_BT != -100).sum())
-    if ours:
-        out = model(batch["input_ids"], labels=batch["labels"] if mtp_weight > 0 else None, doc_ids=doc_ids,
-                    position_ids=batch["position_ids"])
-    else:
-        out = model(input_ids=batch["input_ids"], attention_mask=(doc_ids != 0).long(),
-                    position_ids=batch["position_ids"])
+    if ours:  # the model's own loss: the same pairs as targets_BT; on the CPU without materialising the logits
+        out = model(batch["input_ids"], labels=batch["labels"], doc_ids=doc_ids, position_ids=batch["position_ids"],
+                    return_logits=False, mtp_loss=mtp_weight > 0)
+        loss = out.loss * n
+        if mtp_weight > 0 and out.mtp_loss is not None:
+            loss = loss + mtp_weight * out.mtp_loss * n
+        return loss, n
+    out = model(input_ids=batch["input_ids"], attention_mask=(doc_ids != 0).long(), position_ids=batch["position_ids"])
     logits = out.logits.float()
     loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets_BT.reshape(-1), ignore_index=-100,
                            reduction="sum")
-    if ours and mtp_weight > 0 and out.mtp_loss is not None:
-        loss = loss + mtp_weight * out.mtp_loss * n
     return loss, n
 
 
