@@ -1,5 +1,5 @@
 """Size presets for the recipes: ``tiny`` (tests, every stage a handful of steps), ``cpu`` (the speedrun on 2 CPU
-cores: 19 minutes on a fast 2-core machine before the fourteenth session's longer solutions, 36-43 on a slow one
+cores: 19 minutes on a fast 2-core machine before the fourteenth session's longer solutions, 32-43 on a slow one
 after), ``gpu`` (one GPU, a bigger model and longer stages).
 
 Keys: ``"kind:<kind>"`` applies to every stage of that kind, ``"<stage name>"`` to one stage (applied after the
@@ -121,15 +121,14 @@ _GPU: dict[str, dict[str, Any]] = {
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {"tiny": _TINY, "cpu": _CPU, "gpu": _GPU}
 
 # Wall seconds of each stage in one measured run, for the speedrun's "about N min to go" (the remaining stages' times
-# here × how much slower or faster this machine ran the finished ones; ``rundir.eta_seconds``). cpu: the seventeenth
-# session's run on the 2-core sandbox (AMD EPYC, AVX2 only, 2026-11-26, idle but in a slow hour — its measured fp32
-# matmul peak 0.13 TFLOP/s against 0.16 in the sixteenth session's run; `r1lab speedrun --preset cpu`, /tmp/s17/sr):
-# 2262 s in all (docs/benchmarks.md, seventeenth session).
+# here × how much slower or faster this machine ran the finished ones; ``rundir.eta_seconds``). cpu: the eighteenth
+# session's run on the 2-core sandbox (AMD EPYC, AVX2 only, 2026-11-26, idle; its measured fp32 matmul peak 0.13-0.14
+# TFLOP/s; `r1lab speedrun --preset cpu`, /tmp/s18/sr): 1891 s in all (docs/benchmarks.md, eighteenth session).
 EXPECTED_SECONDS: dict[str, dict[str, float]] = {
-    "cpu": {"tokenizer": 14, "pretrain": 879, "eval-base": 11, "r1-zero": 111, "eval-r1-zero": 9, "cold-start-data": 9,
-            "r1-cold-sft": 42, "eval-r1-cold-sft": 6, "r1-reasoning-rl": 62, "eval-r1-reasoning-rl": 7,
-            "r1-reject": 11, "r1-sft": 131, "eval-r1-sft": 8, "reward-model": 22, "r1": 52, "eval-r1": 7,
-            "distill-data": 50, "student-base": 554, "distill-student": 68, "eval-distill-student": 6,
-            "rl-only-student": 84, "eval-rl-only-student": 9, "qwen2-student": 2, "distill-qwen2": 77,
-            "eval-distill-qwen2": 25, "report": 4},
+    "cpu": {"tokenizer": 11, "pretrain": 780, "eval-base": 11, "r1-zero": 108, "eval-r1-zero": 7, "cold-start-data": 8,
+            "r1-cold-sft": 43, "eval-r1-cold-sft": 7, "r1-reasoning-rl": 56, "eval-r1-reasoning-rl": 7,
+            "r1-reject": 10, "r1-sft": 123, "eval-r1-sft": 8, "reward-model": 21, "r1": 54, "eval-r1": 8,
+            "distill-data": 49, "student-base": 344, "distill-student": 48, "eval-distill-student": 4,
+            "rl-only-student": 48, "eval-rl-only-student": 4, "qwen2-student": 2, "distill-qwen2": 102,
+            "eval-distill-qwen2": 23, "report": 4},
 }
