@@ -11,7 +11,8 @@ On the 2-core CPU this takes the head + loss of a cpu-demo step (4,096 tokens, v
 (``benchmarks/cpu_cross_entropy.py``): the unfused path writes the logits, their log-softmax, a zero-filled
 gradient and the log-softmax backward, each 32 MiB, and reads them back. The model uses it on the CPU when a
 caller asks for losses without logits (``DeepSeekV3ForCausalLM.forward(return_logits=False)``, pretraining and SFT);
-on CUDA the reference path stays (the fused one is not measured there, and autocast would need its own casts).
+on CUDA, under CPU autocast and under torch.compile the reference path stays (the fused one is not measured on a GPU,
+autocast would need its own casts, and its Python chunk loop would break a compiled graph).
 
 The gradients are computed in the forward only when grad mode is on and an input requires them, so held-out
 evaluations pay for the forward alone.
