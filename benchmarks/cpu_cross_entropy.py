@@ -5,8 +5,8 @@ model did before the eighteenth session and what transformers' models do.
 Two measurements, arms alternated round by round in one process (this sandbox's speed drifts by 10-20 % within
 minutes), one JSON line per (measurement, arm) with the median seconds, the ratio to the peer and the largest
 difference of the loss and gradients between the arms:
-- ``head``: hidden [N, D] → logits [N, V] → mean CE, forward + backward, at the speedrun's pretraining shape (16 × 256
-  tokens, cpu-demo's hidden 128, vocabulary 2,048) and SFT shape (8 × 384);
+- ``head``: hidden [N, D] → logits [N, V] → mean CE, forward + backward, at the speedrun's pretraining shape
+  (16 × 256 tokens, cpu-demo's hidden 128, vocabulary 2,048) and SFT shape (8 × 384);
 - ``step``: a whole cpu-demo pretraining step (forward + backward + clip + AdamW, 16 × 256 packed tokens, MTP on)
   with ``return_logits=False`` (the fused path, what pretraining and SFT call) vs ``return_logits=True`` (logits
   materialised, the reference loss over them).

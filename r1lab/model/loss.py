@@ -7,9 +7,10 @@ and its weight, through ``LinearCrossEntropy``: rows are processed in chunks of 
 logits are computed, reduced to log-sum-exp and the picked logit, then turned in place into the gradient
 (softmax − one-hot) / n, which is multiplied into the gradients of the hidden states and of the head weight right
 away, while the chunk is still in the cache. The backward only scales those stored gradients by the incoming one.
-On the 2-core CPU this takes the head + loss of a cpu-demo step (4,096 tokens, vocab 2,048) from ~123 to ~76 ms
-(``benchmarks/cpu_cross_entropy.py``): the unfused path writes the logits, their log-softmax, a zero-filled
-gradient and the log-softmax backward, each 32 MiB, and reads them back. The model uses it on the CPU when a
+On the 2-core CPU the head + loss of a cpu-demo step (4,096 tokens, vocab 2,048) runs 1.3-1.7× faster and the
+whole training step ~1.15× (``benchmarks/cpu_cross_entropy.py``, docs/benchmarks.md): the unfused path writes the
+logits, their log-softmax, a zero-filled gradient and the log-softmax backward, each 32 MiB — more than this CPU's
+L3 — and reads them back. The model uses it on the CPU when a
 caller asks for losses without logits (``DeepSeekV3ForCausalLM.forward(return_logits=False)``, pretraining and SFT);
 on CUDA, under CPU autocast and under torch.compile the reference path stays (the fused one is not measured on a GPU,
 autocast would need its own casts, and its Python chunk loop would break a compiled graph).
@@ -100,7 +101,7 @@ class LinearCrossEntropy(torch.autograd.Function):
             idx_C1 = t_C.clamp(min=0)[:, None]
             logits_CV = h_CD @ w_VD.t()
             picked_C = logits_CV.gather(1, idx_C1)[:, 0]
-            # log-sum-exp by hand, in place (torch.logsumexp allocates x − max): e = exp(logits − max), lse = max + log Σe
+            # log-sum-exp in place (torch.logsumexp allocates x − max): e = exp(logits − max), lse = max + log Σe
             max_C = logits_CV.amax(dim=-1)
             e_CV = logits_CV.sub_(max_C[:, None]).exp_()
             sum_C = e_CV.sum(dim=-1)

@@ -153,10 +153,11 @@ class DeepSeekV3ForCausalLM(nn.Module):
         documents, such as a prompt shared by several completions (``rl/shared_prefix.py``).
         ``logits_at`` (long [M], flat indices into B·T) computes logits only there: ``.logits`` is then [M, V]
         (``logits_to_keep`` is then ignored).
-        ``return_logits=False`` with labels: losses only (``.logits`` None); on the CPU the head and the two
-        cross-entropies then run fused (``loss.shifted_linear_cross_entropy``: less memory traffic, same values;
-        not under torch.compile or CPU autocast, which keep the reference). ``mtp_loss=False`` skips the MTP modules' loss (and
-        their forward) even with labels, for trainers that give it no weight.
+        ``return_logits=False`` with labels: the caller needs the losses only; on the CPU (not under torch.compile or
+        CPU autocast) the head and the cross-entropies then run fused (``loss.shifted_linear_cross_entropy``: less
+        memory traffic, same values) and ``.logits`` is None; elsewhere the logits are computed as usual.
+        ``mtp_loss=False`` skips the MTP modules' loss (and their forward) even with labels, for trainers that give
+        it no weight.
         """
         if logits_at is not None and labels is not None:
             raise ValueError("logits_at computes logits at chosen positions only; it cannot be combined with labels")
