@@ -122,13 +122,13 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {"tiny": _TINY, "cpu": _CPU, "gp
 
 # Wall seconds of each stage in one measured run, for the speedrun's "about N min to go" (the remaining stages' times
 # here × how much slower or faster this machine ran the finished ones; ``rundir.eta_seconds``). cpu: the eighteenth
-# session's run on the 2-core sandbox (AMD EPYC, AVX2 only, 2026-11-26, idle; its measured fp32 matmul peak 0.13-0.14
-# TFLOP/s; `r1lab speedrun --preset cpu`, /tmp/s18/sr): 1891 s in all (docs/benchmarks.md, eighteenth session).
+# session's second run on the 2-core sandbox (AMD EPYC, AVX2 only, 2026-11-26, idle, a slow hour; `r1lab speedrun
+# --preset cpu`, /tmp/s18/sr2): 1851 s in all (docs/benchmarks.md, eighteenth session).
 EXPECTED_SECONDS: dict[str, dict[str, float]] = {
-    "cpu": {"tokenizer": 11, "pretrain": 780, "eval-base": 11, "r1-zero": 108, "eval-r1-zero": 7, "cold-start-data": 8,
-            "r1-cold-sft": 43, "eval-r1-cold-sft": 7, "r1-reasoning-rl": 56, "eval-r1-reasoning-rl": 7,
-            "r1-reject": 10, "r1-sft": 123, "eval-r1-sft": 8, "reward-model": 21, "r1": 54, "eval-r1": 8,
-            "distill-data": 49, "student-base": 344, "distill-student": 48, "eval-distill-student": 4,
-            "rl-only-student": 48, "eval-rl-only-student": 4, "qwen2-student": 2, "distill-qwen2": 102,
-            "eval-distill-qwen2": 23, "report": 4},
+    "cpu": {"tokenizer": 15, "pretrain": 788, "eval-base": 12, "r1-zero": 96, "eval-r1-zero": 9, "cold-start-data": 9,
+            "r1-cold-sft": 41, "eval-r1-cold-sft": 7, "r1-reasoning-rl": 52, "eval-r1-reasoning-rl": 8,
+            "r1-reject": 9, "r1-sft": 115, "eval-r1-sft": 9, "reward-model": 21, "r1": 61, "eval-r1": 9,
+            "distill-data": 48, "student-base": 332, "distill-student": 43, "eval-distill-student": 4,
+            "rl-only-student": 45, "eval-rl-only-student": 5, "qwen2-student": 2, "distill-qwen2": 86,
+            "eval-distill-qwen2": 21, "report": 4},
 }
