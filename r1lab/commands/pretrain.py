@@ -3,7 +3,7 @@ packed documents, atomic checkpoints and exact --resume. Multi-process: ``torchr
 pretrain ...`` (DDP or FSDP2, gloo on CPU / nccl on GPU).
 
 Examples:
-  r1lab pretrain --preset cpu-demo --out-dir runs/demo          # built-in corpus, ~6 min on 2 CPU cores
+  r1lab pretrain --preset cpu-demo --out-dir runs/demo          # built-in corpus, 800 steps: 6-10 min on 2 CPU cores
   r1lab pretrain --preset tiny --steps 20 --exact-match 0
   r1lab pretrain --out-dir runs/demo --resume                   # continue the latest checkpoint
   r1lab pretrain --corpus a.jsonl b.txt --tokenizer tok/ --lr 1e-3 --schedule wsd

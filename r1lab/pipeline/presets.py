@@ -65,8 +65,8 @@ _CPU: dict[str, dict[str, Any]] = {
     # samples kept vs 36 at 16 prompts): with 500 steps and 36 samples the distilled student scored 0.009.
     # Two layers, not the teacher's four: smaller than the teacher as the paper's students are (660k parameters vs
     # the teacher's 843k active), and its pretraining ~40 % cheaper. On the seventeenth session's teacher data (one
-    # run each, 1 thread): 2 layers distil to 0.702 vs RL-only 0.512, 3 layers 0.568 vs 0.271, 4 layers (the
-    # speedrun until then) 0.616 vs 0.571 (docs/benchmarks.md, eighteenth session).
+    # run each): 2 layers distil to 0.702 vs RL-only 0.512, 3 layers 0.568 vs 0.271, 4 layers (the speedrun until
+    # then) 0.616 vs 0.571 (docs/benchmarks.md, eighteenth session).
     "student-base": {"steps": 1100, "model_overrides": {"n_routed_experts": 0, "num_nextn_predict_layers": 0,
                                                         "num_hidden_layers": 2}},
     "distill-data": {"n_per_family": 100, "min_rows": 400},
