@@ -192,16 +192,16 @@ class DeepSeekV3ForCausalLM(nn.Module):
             if return_mtp_logits:
                 out.mtp_logits = mtp_logits
         if labels is not None:
+            def head_loss(head_in_BTD, logits_BTV, shift):  # over the logits if they exist, else fused from the input
+                if logits_BTV is None:
+                    return shifted_linear_cross_entropy(head_in_BTD, self.lm_head.weight, labels, segments_BT, shift)
+                return shifted_cross_entropy(logits_BTV, labels, segments_BT, shift)
+
             # shift 1: next token from the main head; shift k + 2: MTP depth k (0-based) predicts k + 2 ahead
-            if fused:
-                out.loss = shifted_linear_cross_entropy(hidden_BTD, self.lm_head.weight, labels, segments_BT, 1)
-            else:
-                out.loss = shifted_cross_entropy(out.logits, labels, segments_BT, shift=1)
+            out.loss = head_loss(hidden_BTD, out.logits, 1)
             if run_mtp and mtp_loss:
-                losses = [shifted_linear_cross_entropy(h, self.lm_head.weight, labels, segments_BT, k + 2)
-                          if mtp_logits is None else shifted_cross_entropy(mtp_logits[k], labels, segments_BT, k + 2)
-                          for k, h in enumerate(mtp_hidden)]
-                out.mtp_loss = torch.stack(losses).mean()
+                out.mtp_loss = torch.stack([head_loss(h, None if mtp_logits is None else mtp_logits[k], k + 2)
+                                            for k, h in enumerate(mtp_hidden)]).mean()
             out.balance_loss = balance
         return out
 
