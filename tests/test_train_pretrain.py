@@ -48,6 +48,21 @@ def test_golden_losses(env, tmp_path):
     assert (tmp_path / "run" / "model" / "tokenizer.json").is_file()
 
 
+@pytest.mark.parametrize("kw, rows", [({}, 320), ({"fit_vocab": False}, 2048),
+                                       ({"model_overrides": {"vocab_size": 512}}, 512)])
+def test_fresh_model_vocab_fits_the_tokenizer(env, tmp_path, kw, rows):
+    """cpu-demo's preset has 2,048 vocabulary rows; with the 300-token tokenizer a fresh model gets 320 (rounded up
+    to 64) unless fit_vocab is off or the overrides name a size."""
+    art = _run(tiny_config(env, tmp_path / "run", preset="cpu-demo", steps=1, micro_batch=2, **kw))
+    cfg = json.loads((Path(art["model_dir"]) / "config.json").read_text())
+    assert cfg["vocab_size"] == rows
+    from r1lab.train.models import model_from_preset
+
+    assert model_from_preset("cpu-demo", 300, **kw.get("model_overrides", {}),
+                             **({"fit_vocab": kw["fit_vocab"]} if "fit_vocab" in kw else {})
+                             ).model.embed_tokens.num_embeddings == rows
+
+
 def test_resume_matches_uninterrupted(env, tmp_path):
     full = _run(tiny_config(env, tmp_path / "full", steps=10, ckpt_every=4))
     part = _run(tiny_config(env, tmp_path / "part", steps=10, ckpt_every=4, stop_after=6))

@@ -68,6 +68,11 @@ class PretrainConfig:
     """Start from this checkpoint directory (config.json + safetensors) instead of a fresh preset."""
     model_overrides: dict[str, Any] = field(default_factory=dict)
     """DeepSeekV3Config fields to change, e.g. {"num_hidden_layers": 2} (JSON on the command line)."""
+    fit_vocab: bool = True
+    """A fresh model's vocab_size = the tokenizer's length rounded up to 64 (not the preset's), unless
+    model_overrides name a vocab_size: the speedrun's BPE stops at ~1,100 of the 2,048 ids it may use, and head rows
+    for ids that never occur only cost matmuls (the student's step 1.17× with 1,152 rows; benchmarks/cpu_vocab.py).
+    False keeps the preset's size (grown when the tokenizer is larger)."""
     tokenizer: str | None = None
     """Tokenizer directory; None = the one inside model_dir, else train a byte-level BPE into <out_dir>/tokenizer."""
     tokenizer_vocab: int = 0
@@ -196,18 +201,14 @@ def autocast_for(dtype: str, device: torch.device):
 
 
 def build_model(cfg: PretrainConfig, vocab_size: int):
-    """Model from ``model_dir`` or the preset (+ overrides), with vocab ≥ the tokenizer's (rounded up to 64)."""
-    from r1lab.model import DeepSeekV3Config, DeepSeekV3ForCausalLM
+    """Model from ``model_dir``, or the preset (+ overrides) with its vocabulary fitted to the tokenizer's
+    ``vocab_size`` (``fit_vocab``; ``r1lab.train.models.fitted_vocab_size``)."""
+    from r1lab.model import DeepSeekV3ForCausalLM
+    from r1lab.train.models import model_from_preset
 
     if cfg.model_dir:
         return DeepSeekV3ForCausalLM.from_pretrained(cfg.model_dir, **cfg.model_overrides)
-    mcfg = DeepSeekV3Config.from_preset(cfg.preset)
-    if cfg.model_overrides:
-        mcfg = mcfg.replace(**cfg.model_overrides)
-    if vocab_size > mcfg.vocab_size:
-        mcfg = mcfg.replace(vocab_size=64 * math.ceil(vocab_size / 64))
-    torch.manual_seed(cfg.seed)
-    return DeepSeekV3ForCausalLM(mcfg)
+    return model_from_preset(cfg.preset, vocab_size, seed=cfg.seed, fit_vocab=cfg.fit_vocab, **cfg.model_overrides)
 
 
 def total_steps(cfg: PretrainConfig, world: int) -> int:
