@@ -63,6 +63,20 @@ def test_fresh_model_vocab_fits_the_tokenizer(env, tmp_path, kw, rows):
                              ).model.embed_tokens.num_embeddings == rows
 
 
+def test_fitted_vocab_starts_from_the_unfitted_draws():
+    """Fitting cuts the unused rows and changes nothing else: every parameter equals the unfitted model's (its first
+    rows for the embedding and the head)."""
+    from r1lab.train.models import model_from_preset
+
+    full = model_from_preset("cpu-demo", 300, fit_vocab=False).state_dict()
+    cut = model_from_preset("cpu-demo", 300).state_dict()
+    assert full.keys() == cut.keys()
+    shrunk = [k for k in full if full[k].shape != cut[k].shape]
+    assert sorted(shrunk) == ["lm_head.weight", "model.embed_tokens.weight"]
+    for k in full:
+        assert torch.equal(full[k][: cut[k].shape[0]], cut[k]), k
+
+
 def test_resume_matches_uninterrupted(env, tmp_path):
     full = _run(tiny_config(env, tmp_path / "full", steps=10, ckpt_every=4))
     part = _run(tiny_config(env, tmp_path / "part", steps=10, ckpt_every=4, stop_after=6))

@@ -107,11 +107,29 @@ def model_from_preset(preset: str, tokenizer_size: int, seed: int = 0, fit_vocab
     cfg = DeepSeekV3Config.from_preset(preset)
     if overrides:
         cfg = cfg.replace(**overrides)
-    if tokenizer_size > cfg.vocab_size or "vocab_size" not in overrides:
-        cfg = cfg.replace(vocab_size=fitted_vocab_size(tokenizer_size, cfg.vocab_size,
-                                                       fit_vocab and "vocab_size" not in overrides))
+    rows = fitted_vocab_size(tokenizer_size, cfg.vocab_size, fit_vocab and "vocab_size" not in overrides)
     torch.manual_seed(seed)
-    return DeepSeekV3ForCausalLM(cfg)
+    if rows >= cfg.vocab_size:
+        return DeepSeekV3ForCausalLM(cfg.replace(vocab_size=rows))
+    return keep_vocab_rows(DeepSeekV3ForCausalLM(cfg), rows)
+
+
+@torch.no_grad()
+def keep_vocab_rows(model: nn.Module, rows: int) -> nn.Module:
+    """Cut our model's embedding and head to their first ``rows`` rows (in place; returns the model).
+
+    A fitted model is initialised at the preset's size and then cut, so fitting changes nothing but the unused rows:
+    every other parameter starts from the same random draws as the unfitted model's (the initialiser draws the
+    embedding first), and a fitted run differs from an unfitted one only by what those rows did in training.
+    """
+    emb, head = model.model.embed_tokens, model.lm_head
+    tied = head.weight is emb.weight
+    emb.weight = nn.Parameter(emb.weight[:rows].clone())
+    emb.num_embeddings = rows
+    head.weight = emb.weight if tied else nn.Parameter(head.weight[:rows].clone())
+    head.out_features = rows
+    model.config = model.config.replace(vocab_size=rows)
+    return model
 
 
 def save_causal_lm(model: nn.Module, directory: str | Path, tokenizer=None) -> None:
