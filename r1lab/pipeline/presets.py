@@ -118,14 +118,14 @@ _GPU: dict[str, dict[str, Any]] = {
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {"tiny": _TINY, "cpu": _CPU, "gpu": _GPU}
 
 # Wall seconds of each stage in one measured run, for the speedrun's "about N min to go" (the remaining stages' times
-# here × how much slower or faster this machine ran the finished ones; ``rundir.eta_seconds``). cpu: the eighteenth
+# here × how much slower or faster this machine ran the finished ones; ``rundir.eta_seconds``). cpu: the nineteenth
 # session's second run on the 2-core sandbox (AMD EPYC, AVX2 only, 2026-11-26, idle, a slow hour; `r1lab speedrun
-# --preset cpu`, /tmp/s18/sr2): 1851 s in all (docs/benchmarks.md, eighteenth session).
+# --preset cpu`, /tmp/s19/sr): 1681 s in all (docs/benchmarks.md, nineteenth session).
 EXPECTED_SECONDS: dict[str, dict[str, float]] = {
-    "cpu": {"tokenizer": 15, "pretrain": 788, "eval-base": 12, "r1-zero": 96, "eval-r1-zero": 9, "cold-start-data": 9,
-            "r1-cold-sft": 41, "eval-r1-cold-sft": 7, "r1-reasoning-rl": 52, "eval-r1-reasoning-rl": 8,
-            "r1-reject": 9, "r1-sft": 115, "eval-r1-sft": 9, "reward-model": 21, "r1": 61, "eval-r1": 9,
-            "distill-data": 48, "student-base": 332, "distill-student": 43, "eval-distill-student": 4,
-            "rl-only-student": 45, "eval-rl-only-student": 5, "qwen2-student": 2, "distill-qwen2": 86,
-            "eval-distill-qwen2": 21, "report": 4},
+    "cpu": {"tokenizer": 15, "pretrain": 708, "eval-base": 10, "r1-zero": 91, "eval-r1-zero": 9, "cold-start-data": 8,
+            "r1-cold-sft": 38, "eval-r1-cold-sft": 7, "r1-reasoning-rl": 57, "eval-r1-reasoning-rl": 7,
+            "r1-reject": 10, "r1-sft": 119, "eval-r1-sft": 8, "reward-model": 20, "r1": 46, "eval-r1": 6,
+            "distill-data": 40, "student-base": 293, "distill-student": 38, "eval-distill-student": 4,
+            "rl-only-student": 47, "eval-rl-only-student": 5, "qwen2-student": 2, "distill-qwen2": 75,
+            "eval-distill-qwen2": 17, "report": 3},
 }
