@@ -248,3 +248,18 @@ def test_cpu_cross_entropy_arms_agree_and_time():
     assert [r["ratio_speed_vs_peer"] for r in (heads[0], heads[2], steps[0])] == [1.0, 1.0, 1.0]
     assert all(r["max_abs_diff"] < 1e-5 for r in heads)
     assert all(r["first_loss_diff"] < 1e-5 and r["first_grad_max_diff"] < 1e-5 for r in steps)
+
+
+def test_cpu_vocab_times_both_models_and_arms():
+    """benchmarks/cpu_vocab.py: teacher and student, the preset's vocabulary (peer) and the fitted one, each with a
+    positive time and its ratio to the peer; a fitted size above the preset's is refused."""
+    out = bench("cpu_vocab.py", "--preset", "tiny", "--fitted", 192, "--rounds", 1, "--steps", 1, "--micro-batch", 2,
+                "--seq-len", 64)
+    assert [(r["model"], r["arm"].split()[0]) for r in out] == [("teacher", "preset"), ("teacher", "fitted"),
+                                                                ("student", "preset"), ("student", "fitted")]
+    assert all(finite_pos(r["s_median"]) and finite_pos(r["ratio_speed_vs_peer"]) for r in out)
+    assert [r["ratio_speed_vs_peer"] for r in out[::2]] == [1.0, 1.0]
+    bad = subprocess.run([sys.executable, "benchmarks/cpu_vocab.py", "--preset", "tiny", "--fitted", "4096"],
+                         capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                         timeout=120, check=False)
+    assert bad.returncode != 0 and "larger than the preset's vocabulary" in bad.stderr
