@@ -12,8 +12,11 @@ minutes), one JSON line per (model, arm) with the median seconds per step and th
   AdamW, 16 × 256 packed tokens);
 - ``student``: the speedrun's student (2 dense layers, no MTP), same step.
 Token ids are drawn below the fitted size in both arms, so both see the same data.
+With ``--corpus FILE.jsonl`` (e.g. a speedrun's ``tokenizer/corpus.jsonl``) it first trains the byte-level BPE at
+each of ``--sizes`` on that corpus and prints, per size asked, the ids the tokenizer has, the tokens of the encoded
+corpus and how many distinct ids occur in it (``cpu_vocab_tokenizer`` lines).
 
-Usage:  python benchmarks/cpu_vocab.py [--fitted 1152] [--rounds 6]
+Usage:  python benchmarks/cpu_vocab.py [--fitted 1152] [--rounds 6] [--corpus RUN/tokenizer/corpus.jsonl]
 Smoke:  python benchmarks/cpu_vocab.py --preset tiny --fitted 192 --rounds 1 --steps 1 --micro-batch 2 --seq-len 64
 """
 
@@ -65,6 +68,23 @@ def compare(name: str, cfg: DeepSeekV3Config, fitted: int, b: int, t: int, round
                           "tok_s": round(b * t / med), "ratio_speed_vs_peer": round(base / med, 3)}), flush=True)
 
 
+def tokenizer_sizes(corpus: str, sizes: list[int]) -> None:
+    import tempfile
+
+    from r1lab.data.tokenizer import load_tokenizer, train_tokenizer
+
+    with open(corpus, encoding="utf-8") as f:
+        texts = [json.loads(line)["text"] for line in f if line.strip()]
+    for asked in sizes:
+        with tempfile.TemporaryDirectory() as d:
+            train_tokenizer(texts, asked, d)
+            tok = load_tokenizer(d)
+            ids = tok.encode_batch(texts)
+            print(json.dumps({"bench": "cpu_vocab_tokenizer", "corpus": corpus, "documents": len(texts),
+                              "asked": asked, "ids": tok.vocab_size, "corpus_tokens": sum(map(len, ids)),
+                              "ids_used": len({i for row in ids for i in row})}), flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="cpu-demo")
@@ -74,9 +94,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--steps", type=int, default=3, help="timed steps per arm per round")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--corpus", default=None, help="JSONL corpus ({\"text\": ...} rows) to train tokenizers on first")
+    ap.add_argument("--sizes", type=int, nargs="+", default=[2048, 1536, 1024, 768], help="tokenizer sizes asked")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.corpus:
+        tokenizer_sizes(args.corpus, args.sizes)
     cfg = DeepSeekV3Config.from_preset(args.preset).replace(max_position_embeddings=max(args.seq_len, 512))
     if args.fitted > cfg.vocab_size:
         ap.error(f"--fitted {args.fitted} is larger than the preset's vocabulary {cfg.vocab_size}")

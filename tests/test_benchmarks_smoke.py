@@ -263,3 +263,16 @@ def test_cpu_vocab_times_both_models_and_arms():
                          capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
                          timeout=120, check=False)
     assert bad.returncode != 0 and "larger than the preset's vocabulary" in bad.stderr
+
+
+def test_cpu_vocab_reports_tokenizer_sizes(tmp_path):
+    """benchmarks/cpu_vocab.py --corpus: per size asked, the trained tokenizer's ids (never more than asked), the
+    corpus tokens and the distinct ids that occur."""
+    from train_helpers import write_corpus
+
+    corpus = write_corpus(tmp_path / "corpus.jsonl", n_docs=60)
+    out = bench("cpu_vocab.py", "--preset", "tiny", "--fitted", 192, "--rounds", 1, "--steps", 1, "--micro-batch", 2,
+                "--seq-len", 64, "--corpus", corpus, "--sizes", 300, 270)
+    toks = [r for r in out if r["bench"] == "cpu_vocab_tokenizer"]
+    assert [r["asked"] for r in toks] == [300, 270] and all(r["documents"] == 60 for r in toks)
+    assert all(0 < r["ids_used"] <= r["ids"] <= r["asked"] and r["corpus_tokens"] > 0 for r in toks)

@@ -341,9 +341,9 @@ def next_token_targets(labels_BT: torch.Tensor, doc_ids_BT: torch.Tensor) -> tor
     """Targets aligned with positions: target[t] = labels[t+1] if t and t+1 are in the same (nonzero) document,
     else -100; the last position is -100. Cross-entropy of logits[:, t] vs target[:, t] is the packed LM loss.
     """
-    same_B_T1 = (doc_ids_BT[:, 1:] == doc_ids_BT[:, :-1]) & (doc_ids_BT[:, 1:] != 0)
-    shifted_B_T1 = torch.where(same_B_T1, labels_BT[:, 1:], torch.full_like(labels_BT[:, 1:], IGNORE_INDEX))
-    return torch.cat([shifted_B_T1, torch.full_like(labels_BT[:, :1], IGNORE_INDEX)], dim=1)
+    from r1lab.model.loss import shifted_targets  # the model's loss uses the same targets (shift 1)
+
+    return shifted_targets(labels_BT, doc_ids_BT, 1)
 
 
 # --- batches -----------------------------------------------------------------------------------------------------
