@@ -51,7 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", help="model directory of ours (tokenizer inside)")
     ap.add_argument("--preset-tiny", action="store_true", help="a random tiny model instead (smoke run)")
-    ap.add_argument("--arms", default="1x64,1x256,2x128", help="WORKERSxSLOTS, comma-separated; the first is the peer")
+    ap.add_argument("--arms", default="1x64,1x256,2x128",
+                    help="WORKERSxSLOTS, comma-separated, the first is the peer; a trailing 'c' (e.g. 1x256c) "
+                         "compiles the decode steps with inductor (torch.compile mode 'default': no CUDA graphs on a "
+                         "CPU); every arm's first full call is timed apart as warmup_s (the compilation, if any)")
     ap.add_argument("--n-per-family", type=int, default=12)
     ap.add_argument("--k", type=int, default=4)
     ap.add_argument("--max-tokens", type=int, default=192)
@@ -74,10 +77,15 @@ def main(argv: list[str] | None = None) -> int:
     problems = make_split("test", args.n_per_family, 1, FAMILIES, 0, strict=False)
     ids = [encode_prompt(tok, build_prompt(p.prompt, "r1-zero")) for p in problems]
     sp = SamplingParams(n=args.k, temperature=0.6, top_p=0.95, max_tokens=args.max_tokens, seed=0)
-    arms = [tuple(int(x) for x in a.split("x")) for a in args.arms.split(",") if a]
-    llms = {a: LLM(model, tokenizer=tok, device="cpu", workers=a[0], max_batch_size=a[1]) for a in arms}
-    for llm in llms.values():  # warm: helpers started, replicas built
-        llm.generate(prompt_token_ids=ids, sampling_params=SamplingParams(n=args.k, max_tokens=4, seed=0))
+    arms = [(int(a.split("x")[0]), int(a.split("x")[1].rstrip("c")), a.endswith("c"))
+            for a in args.arms.split(",") if a]
+    llms = {a: LLM(model, tokenizer=tok, device="cpu", workers=a[0], max_batch_size=a[1],
+                   compile={"mode": "default"} if a[2] else False) for a in arms}
+    warmup: dict = {}
+    for a, llm in llms.items():  # warm: helpers started, replicas built, every shape of the timed call compiled
+        t0 = time.perf_counter()
+        llm.generate(prompt_token_ids=ids, sampling_params=sp)
+        warmup[a] = time.perf_counter() - t0
     seconds: dict = {a: [] for a in arms}
     tokens: dict = {}
     for _ in range(args.rounds):
@@ -91,9 +99,10 @@ def main(argv: list[str] | None = None) -> int:
         med = statistics.median(seconds[a])
         print(json.dumps({"bench": "cpu_sampling", "date": time.strftime("%Y-%m-%d"), "model": model,
                           "problems": len(ids), "k": args.k, "workers": llms[a].workers, "slots": a[1],
+                          "compiled": llms[a]._runner.compiled, "warmup_s": round(warmup[a], 2),
                           "seconds_median": round(med, 2), "seconds": [round(x, 2) for x in seconds[a]],
                           "tokens": sum(map(len, tokens[a])), "same_tokens_as_peer": tokens[a] == tokens[arms[0]],
-                          "peer": f"workers 1, slots {arms[0][1]}" if arms[0][0] == 1 else str(arms[0]),
+                          "peer": args.arms.split(",")[0],
                           "ratio": round(base / med, 2)}), flush=True)
     if args.eval:
         from r1lab.pipeline.evaluate import evaluate

@@ -215,6 +215,7 @@ def test_cpu_sampling_arms_and_eval_split():
     arms = [r for r in rows if r["bench"] == "cpu_sampling"]
     assert [(r["workers"], r["slots"]) for r in arms] == [(1, 64), (2, 32)]
     assert all(r["same_tokens_as_peer"] and r["tokens"] > 0 and r["seconds_median"] > 0 for r in arms)
+    assert all(r["compiled"] is False and r["warmup_s"] > 0 for r in arms)  # 'c' arms compile for minutes: not here
     assert arms[0]["ratio"] == 1.0
     (ev,) = [r for r in rows if r["bench"] == "cpu_sampling_eval"]
     assert ev["problems"] == 14 and 0 <= ev["pass@1"] <= 1
@@ -263,6 +264,19 @@ def test_cpu_vocab_times_both_models_and_arms():
                          capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
                          timeout=120, check=False)
     assert bad.returncode != 0 and "larger than the preset's vocabulary" in bad.stderr
+
+
+def test_cpu_step_fusions_arms_train_the_same_numbers():
+    """benchmarks/cpu_step_fusions.py: four teacher arms (the peer first) and the student's two (no experts, so no
+    combine arms), each timed with its ratio to the peer, and every arm's first-step loss and gradients bitwise equal
+    to the peer's (the candidates change no number at K = 2)."""
+    out = bench("cpu_step_fusions.py", "--preset", "tiny", "--vocab", 192, "--rounds", 1, "--steps", 1,
+                "--micro-batch", 2, "--seq-len", 64)
+    arms = [(r["model"], r["arm"]) for r in out if "arm" in r]
+    assert [m for m, _ in arms] == ["teacher"] * 4 + ["student"] * 2
+    assert arms[0][1].endswith("(peer)") and arms[4][1].endswith("(peer)")
+    assert all(finite_pos(r["s_median"]) and finite_pos(r["ratio_speed_vs_peer"]) for r in out if "arm" in r)
+    assert all(r["same_as_peer"] is True for r in out if "arm" in r)
 
 
 def test_cpu_vocab_reports_tokenizer_sizes(tmp_path):

@@ -46,6 +46,32 @@ def test_grouped_path_gradients_match_loop():
             assert torch.allclose(p.grad, g_ref[n], atol=1e-6), n
 
 
+@pytest.mark.parametrize("top_k", [2, 4])
+def test_cpu_index_add_combine_equals_the_permutation_combine(monkeypatch, top_k):
+    """The grouped path's CPU combine (weighted sorted rows index_add_-ed into their tokens) equals the GPU's way
+    (unsort by a permutation, weight, sum over K): bitwise at K = 2 (two terms add the same in either order), within
+    float rounding at K = 4; outputs and every gradient."""
+    from r1lab.model import moe
+
+    torch.manual_seed(0)
+    cfg = tiny(num_experts_per_tok=top_k, n_group=1, topk_group=1)
+    layer = moe.MoE(cfg)
+    for p in layer.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    x = torch.randn(2, 24, cfg.hidden_size, requires_grad=True)
+    g = torch.randn(2, 24, cfg.hidden_size)
+    results = {}
+    for way in (True, False):
+        monkeypatch.setattr(moe, "CPU_INDEX_ADD", way)
+        y, _ = layer(x)
+        results[way] = (y, *torch.autograd.grad(y, (x, *layer.parameters()), g))
+    for a, b in zip(results[True], results[False]):
+        if top_k == 2:
+            assert torch.equal(a, b)
+        else:
+            assert (a - b).abs().max() <= 1e-5 * b.abs().max()
+
+
 def test_packed_documents_equal_separate_runs():
     torch.manual_seed(0)
     model = DeepSeekV3ForCausalLM(tiny()).eval()
