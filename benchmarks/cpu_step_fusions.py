@@ -12,7 +12,10 @@ so only the norm arm differs), a whole step (forward + backward + clip + AdamW) 
 vocabulary fitted as the speedrun's (1,152). Arms alternate round by round in one process (this sandbox's speed drifts
 10-20 % within minutes); one JSON line per (model, arm): median seconds per step and the speed ratio to the peer.
 
-Usage:  python benchmarks/cpu_step_fusions.py [--rounds 6] [--steps 3]
+``--profile`` also prints, per model, torch.profiler's self-CPU share of the largest ops over 3 steps of the current
+code's arm (the breakdown quoted in docs/benchmarks.md, twentieth session).
+
+Usage:  python benchmarks/cpu_step_fusions.py [--rounds 6] [--steps 3] [--profile]
 Smoke:  python benchmarks/cpu_step_fusions.py --preset tiny --vocab 192 --rounds 1 --steps 1 --micro-batch 2 --seq-len 64
 """
 
@@ -30,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 
-from cpu_attention import packed_batch  # noqa: E402
+from cpu_attention import op_shares, packed_batch  # noqa: E402
 from cpu_cross_entropy import alternate  # noqa: E402
 from cpu_vocab import STUDENT, make_step  # noqa: E402
 from r1lab.model import DeepSeekV3Config, DeepSeekV3ForCausalLM, moe, norm  # noqa: E402
@@ -71,7 +74,7 @@ def first_step(cfg: DeepSeekV3Config, batch: dict[str, torch.Tensor]) -> list[to
     return [loss.detach()] + [p.grad for p in model.parameters() if p.grad is not None]
 
 
-def compare(name: str, cfg: DeepSeekV3Config, b: int, t: int, rounds: int, steps: int) -> None:
+def compare(name: str, cfg: DeepSeekV3Config, b: int, t: int, rounds: int, steps: int, profile: bool = False) -> None:
     batch = packed_batch(b, t, cfg.vocab_size, torch.Generator().manual_seed(t))
     arms = {arm: make_step(cfg, batch) for arm in ARMS}
     if cfg.n_routed_experts == 0:  # no experts: the combine arms would time the same code as the others
@@ -98,6 +101,10 @@ def compare(name: str, cfg: DeepSeekV3Config, b: int, t: int, rounds: int, steps
                           "vocab": cfg.vocab_size, "threads": torch.get_num_threads(), "s_median": round(med, 5),
                           "s": [round(x, 5) for x in ts], "tok_s": round(b * t / med),
                           "ratio_speed_vs_peer": round(base / med, 3), "same_as_peer": same[arm]}), flush=True)
+    if profile:
+        now = next(arm for arm in arms if "r1lab now" in arm) if cfg.n_routed_experts else PEER
+        print(json.dumps({"bench": "cpu_step_fusions_profile", "model": name, "arm": now,
+                          "self_cpu_share": op_shares(switched(now), 3, 12)}), flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--steps", type=int, default=3, help="timed steps per arm per round")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--profile", action="store_true", help="also print the largest ops' share of a step")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -117,8 +125,8 @@ def main(argv: list[str] | None = None) -> int:
                           "arms run the written-out path"}), flush=True)
     cfg = DeepSeekV3Config.from_preset(args.preset).replace(vocab_size=args.vocab,
                                                              max_position_embeddings=max(args.seq_len, 512))
-    compare("teacher", cfg, args.micro_batch, args.seq_len, args.rounds, args.steps)
-    compare("student", cfg.replace(**STUDENT), args.micro_batch, args.seq_len, args.rounds, args.steps)
+    compare("teacher", cfg, args.micro_batch, args.seq_len, args.rounds, args.steps, args.profile)
+    compare("student", cfg.replace(**STUDENT), args.micro_batch, args.seq_len, args.rounds, args.steps, args.profile)
     return 0
 
 

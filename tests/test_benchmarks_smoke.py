@@ -271,7 +271,11 @@ def test_cpu_step_fusions_arms_train_the_same_numbers():
     combine arms), each timed with its ratio to the peer, and every arm's first-step loss and gradients bitwise equal
     to the peer's (the candidates change no number at K = 2)."""
     out = bench("cpu_step_fusions.py", "--preset", "tiny", "--vocab", 192, "--rounds", 1, "--steps", 1,
-                "--micro-batch", 2, "--seq-len", 64)
+                "--micro-batch", 2, "--seq-len", 64, "--profile")
+    profiles = [r for r in out if r["bench"] == "cpu_step_fusions_profile"]
+    assert [r["model"] for r in profiles] == ["teacher", "student"]
+    assert all(0 < sum(r["self_cpu_share"].values()) <= 1.0 + 1e-6 for r in profiles)
+    out = [r for r in out if r["bench"] == "cpu_step_fusions"]
     arms = [(r["model"], r["arm"]) for r in out if "arm" in r]
     assert [m for m, _ in arms] == ["teacher"] * 4 + ["student"] * 2
     assert arms[0][1].endswith("(peer)") and arms[4][1].endswith("(peer)")

@@ -118,14 +118,14 @@ _GPU: dict[str, dict[str, Any]] = {
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {"tiny": _TINY, "cpu": _CPU, "gpu": _GPU}
 
 # Wall seconds of each stage in one measured run, for the speedrun's "about N min to go" (the remaining stages' times
-# here × how much slower or faster this machine ran the finished ones; ``rundir.eta_seconds``). cpu: the nineteenth
-# session's second run on the 2-core sandbox (AMD EPYC, AVX2 only, 2026-11-26, idle, a slow hour; `r1lab speedrun
-# --preset cpu`, /tmp/s19/sr): 1681 s in all (docs/benchmarks.md, nineteenth session).
+# here × how much slower or faster this machine ran the finished ones; ``rundir.eta_seconds``). cpu: the twentieth
+# session's run on the 2-core sandbox (AMD EPYC, AVX2 only, 2026-11-26, idle, a faster hour than the nineteenth
+# session's 1681 s; `r1lab speedrun --preset cpu`, /tmp/s20/sr): 1489 s in all (docs/benchmarks.md, twentieth session).
 EXPECTED_SECONDS: dict[str, dict[str, float]] = {
-    "cpu": {"tokenizer": 15, "pretrain": 708, "eval-base": 10, "r1-zero": 91, "eval-r1-zero": 9, "cold-start-data": 8,
-            "r1-cold-sft": 38, "eval-r1-cold-sft": 7, "r1-reasoning-rl": 57, "eval-r1-reasoning-rl": 7,
-            "r1-reject": 10, "r1-sft": 119, "eval-r1-sft": 8, "reward-model": 20, "r1": 46, "eval-r1": 6,
-            "distill-data": 40, "student-base": 293, "distill-student": 38, "eval-distill-student": 4,
-            "rl-only-student": 47, "eval-rl-only-student": 5, "qwen2-student": 2, "distill-qwen2": 75,
-            "eval-distill-qwen2": 17, "report": 3},
+    "cpu": {"tokenizer": 11, "pretrain": 537, "eval-base": 11, "r1-zero": 86, "eval-r1-zero": 7, "cold-start-data": 7,
+            "r1-cold-sft": 36, "eval-r1-cold-sft": 8, "r1-reasoning-rl": 59, "eval-r1-reasoning-rl": 8,
+            "r1-reject": 11, "r1-sft": 120, "eval-r1-sft": 8, "reward-model": 22, "r1": 54, "eval-r1": 7,
+            "distill-data": 41, "student-base": 258, "distill-student": 34, "eval-distill-student": 4,
+            "rl-only-student": 45, "eval-rl-only-student": 5, "qwen2-student": 2, "distill-qwen2": 81,
+            "eval-distill-qwen2": 23, "report": 3},
 }
