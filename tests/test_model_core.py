@@ -56,6 +56,7 @@ def test_cpu_index_add_combine_equals_the_permutation_combine(monkeypatch, top_k
     torch.manual_seed(0)
     cfg = tiny(num_experts_per_tok=top_k, n_group=1, topk_group=1)
     layer = moe.MoE(cfg)
+    assert layer.experts.impl == "grouped"  # the switch lives in the grouped path
     for p in layer.parameters():
         torch.nn.init.normal_(p, std=0.2)
     x = torch.randn(2, 24, cfg.hidden_size, requires_grad=True)
