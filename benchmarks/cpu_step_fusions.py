@@ -76,9 +76,8 @@ def first_step(cfg: DeepSeekV3Config, batch: dict[str, torch.Tensor]) -> list[to
 
 def compare(name: str, cfg: DeepSeekV3Config, b: int, t: int, rounds: int, steps: int, profile: bool = False) -> None:
     batch = packed_batch(b, t, cfg.vocab_size, torch.Generator().manual_seed(t))
-    arms = {arm: make_step(cfg, batch) for arm in ARMS}
-    if cfg.n_routed_experts == 0:  # no experts: the combine arms would time the same code as the others
-        arms = {arm: step for arm, step in arms.items() if not ARMS[arm][1]}
+    # no experts: the combine arms would time the same code as the others, so they are not built
+    arms = {arm: make_step(cfg, batch) for arm, (_, combine) in ARMS.items() if cfg.n_routed_experts or not combine}
 
     def switched(arm):
         def run():
