@@ -7,16 +7,8 @@ reward 1.0 correct, 0.1 well-formed but wrong, 0.0 no answer.
 
 Generator: the target is built by combining the numbers in a random order (every intermediate result a positive
 integer), so every problem is solvable by construction. Difficulty d: d + 2 numbers in 1..15d, targets up to
-100d; division joins at d ≥ 2.
-
-Worked solutions. At d = 1 (three numbers) the solution is a search the model can carry out, not the construction
-replayed (`search_solution`): it works back from the target, trying each number last in the order given — what the
-other two must make (T − x, T + x, x − T, T / x), then what they do make (sum, difference, product) until one is
-needed — so every line follows from the lines before it. Every three-number expression is (pair) op x or x − (pair),
-so the search always ends, and the gold answer is the expression it finds. Replaying the construction ("7 * 3 = 21.
-21 + 12 = 33.") asks the model to guess the right first step, and bases trained on it solved 0-2 % of level-1
-problems (docs/benchmarks.md). At d ≥ 2 the solution lists the construction's steps; 30% (seeded) first show a
-failed attempt. 30% of solutions verify the final expression.
+100d; division joins at d ≥ 2. Worked solutions list the combination steps; 30% (seeded) first show a failed
+attempt, 30% verify the final expression.
 """
 
 from __future__ import annotations
@@ -90,61 +82,6 @@ def random_build(rng: random.Random, numbers: list[int], ops: str, cap: int) -> 
     return pool[0], steps
 
 
-def _needs(target: int, x: int) -> list[tuple[int, str, str]]:
-    """What the other two numbers must make when ``x`` comes last: (value, the sentence that computes it, how the pair
-    and x combine: "+" for pair + x, "-" for pair - x, "r-" for x - pair, "*" for pair * x).
-
-    >>> [(v, s) for v, s, _ in _needs(12, 4)]
-    [(8, '12 - 4 = 8'), (16, '12 + 4 = 16'), (3, '12 / 4 = 3')]
-    >>> [(v, s) for v, s, _ in _needs(5, 9)]
-    [(14, '5 + 9 = 14'), (4, '9 - 5 = 4')]
-    """
-    out = []
-    if target > x:
-        out.append((target - x, f"{target} - {x} = {target - x}", "+"))
-    out.append((target + x, f"{target} + {x} = {target + x}", "-"))
-    if x > target:
-        out.append((x - target, f"{x} - {target} = {x - target}", "r-"))
-    if target % x == 0:
-        out.append((target // x, f"{target} / {x} = {target // x}", "*"))
-    return out
-
-
-def search_solution(numbers: list[int], target: int) -> tuple[str, list[str]]:
-    """Work back from the target over three numbers: the expression found and the solution's sentences.
-
-    >>> expr, lines = search_solution([3, 15, 10], 8)
-    >>> expr, " ".join(lines)
-    ('15 - 10 + 3', 'Try 3 last: 8 - 3 = 5, 8 + 3 = 11. 15 + 10 = 25, 15 - 10 = 5. Yes, 5 works.')
-    >>> expr, lines = search_solution([4, 11, 5], 9)
-    >>> expr, lines[1], lines[-1]
-    ('5 * 4 - 11', '11 + 5 = 16, 11 - 5 = 6, 11 * 5 = 55. No.', '5 + 4 = 9, 5 - 4 = 1, 5 * 4 = 20. Yes, 20 works.')
-    """
-    if len(numbers) != 3:
-        raise ValueError(f"search_solution takes three numbers, got {numbers}")
-    lines: list[str] = []
-    for i, x in enumerate(numbers):
-        p, q = sorted((n for j, n in enumerate(numbers) if j != i), reverse=True)
-        needs = _needs(target, x)
-        lines.append(f"Try {x} last: " + ", ".join(s for _, s, _ in needs) + ".")
-        wanted = {v: how for v, _, how in needs}
-        made = []
-        for op in "+-*":
-            term = combine((p, str(p), ATOM), op, (q, str(q), ATOM))
-            if term is None:
-                continue
-            made.append(f"{p} {op} {q} = {term[0]}")
-            if term[0] in wanted:
-                how = wanted[term[0]]
-                xt = (x, str(x), ATOM)
-                final = combine(xt, "-", term) if how == "r-" else combine(term, how, xt)
-                assert final is not None and final[0] == target, (numbers, target, final)
-                lines.append(", ".join(made) + f". Yes, {term[0]} works.")
-                return final[1], lines
-        lines.append(", ".join(made) + ". No.")
-    raise ValueError(f"no expression of {numbers} makes {target}")  # unreachable for generated problems
-
-
 def params(difficulty: int) -> tuple[int, int, int, str]:
     """(how many numbers, largest number, largest target, allowed ops) at a difficulty level."""
     d = check_difficulty(difficulty)
@@ -168,12 +105,10 @@ class CountdownFamily(Family):
         listed = ", ".join(map(str, numbers))
         prompt = f"Using the numbers [{listed}], make {target}. Use + - * / and each number once."
         lines = []
-        if rng.random() < 0.3:  # a failed first attempt, as in search-style reasoning (drawn at every level, so
-            miss = random_build(rng, numbers, "+-*", 2 * target_max)  # that the problem stream stays the same)
-            if miss is not None and miss[0][0] != target and count != 3:
+        if rng.random() < 0.3:  # a failed first attempt, as in search-style reasoning
+            miss = random_build(rng, numbers, "+-*", 2 * target_max)
+            if miss is not None and miss[0][0] != target:
                 lines.append(f"Try {miss[0][1]} = {miss[0][0]}. That is not {target}.")
-        if count == 3:
-            expr, steps = search_solution(numbers, target)
         lines += [*steps, f"So {expr} = {target}."]
         lines.append(maybe_verify(rng, f"{expr} = {target}, using {listed} once each", self.lang))
         lines.append(answer_sentence(expr, self.lang))
