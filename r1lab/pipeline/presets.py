@@ -1,6 +1,6 @@
 """Size presets for the recipes: ``tiny`` (tests, every stage a handful of steps), ``cpu`` (the speedrun on 2 CPU
-cores: 19 minutes on a fast 2-core machine before the fourteenth session's longer solutions, 32-43 on a slow one
-after), ``gpu`` (one GPU, a bigger model and longer stages).
+cores: 18 minutes on a 2-core Intel Xeon with AVX-512, 25-28 on a 2-core AMD EPYC without it), ``gpu`` (one GPU, a
+bigger model and longer stages).
 
 Keys: ``"kind:<kind>"`` applies to every stage of that kind, ``"<stage name>"`` to one stage (applied after the
 kind's entry). Values are fields of the stage kind's config dataclass (see ``recipes.KINDS``); ``recipes.resolve``
@@ -118,14 +118,15 @@ _GPU: dict[str, dict[str, Any]] = {
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {"tiny": _TINY, "cpu": _CPU, "gpu": _GPU}
 
 # Wall seconds of each stage in one measured run, for the speedrun's "about N min to go" (the remaining stages' times
-# here × how much slower or faster this machine ran the finished ones; ``rundir.eta_seconds``). cpu: the twentieth
-# session's run on the 2-core sandbox (AMD EPYC, AVX2 only, 2026-11-26, idle, a faster hour than the nineteenth
-# session's 1681 s; `r1lab speedrun --preset cpu`, /tmp/s20/sr): 1489 s in all (docs/benchmarks.md, twentieth session).
+# here × how much slower or faster this machine ran the finished ones; ``rundir.eta_seconds``). cpu: the twenty-first
+# session's run on a 2-core Intel Xeon with AVX-512 (2026-11-26, idle; `r1lab speedrun --preset cpu`, /tmp/s21/base):
+# 1079 s in all; the same code took 1489 s on the 2-core AMD EPYC without AVX-512 of sessions 12-20
+# (docs/benchmarks.md, twenty-first session).
 EXPECTED_SECONDS: dict[str, dict[str, float]] = {
-    "cpu": {"tokenizer": 11, "pretrain": 537, "eval-base": 11, "r1-zero": 86, "eval-r1-zero": 7, "cold-start-data": 7,
-            "r1-cold-sft": 36, "eval-r1-cold-sft": 8, "r1-reasoning-rl": 59, "eval-r1-reasoning-rl": 8,
-            "r1-reject": 11, "r1-sft": 120, "eval-r1-sft": 8, "reward-model": 22, "r1": 54, "eval-r1": 7,
-            "distill-data": 41, "student-base": 258, "distill-student": 34, "eval-distill-student": 4,
-            "rl-only-student": 45, "eval-rl-only-student": 5, "qwen2-student": 2, "distill-qwen2": 81,
-            "eval-distill-qwen2": 23, "report": 3},
+    "cpu": {"tokenizer": 11, "pretrain": 427, "eval-base": 8, "r1-zero": 57, "eval-r1-zero": 6, "cold-start-data": 5,
+            "r1-cold-sft": 25, "eval-r1-cold-sft": 5, "r1-reasoning-rl": 36, "eval-r1-reasoning-rl": 5,
+            "r1-reject": 6, "r1-sft": 75, "eval-r1-sft": 4, "reward-model": 15, "r1": 30, "eval-r1": 4,
+            "distill-data": 30, "student-base": 201, "distill-student": 25, "eval-distill-student": 2,
+            "rl-only-student": 29, "eval-rl-only-student": 3, "qwen2-student": 1, "distill-qwen2": 55,
+            "eval-distill-qwen2": 13, "report": 2},
 }
