@@ -294,3 +294,17 @@ def test_cpu_vocab_reports_tokenizer_sizes(tmp_path):
     toks = [r for r in out if r["bench"] == "cpu_vocab_tokenizer"]
     assert [r["asked"] for r in toks] == [300, 270] and all(r["documents"] == 60 for r in toks)
     assert all(0 < r["ids_used"] <= r["ids"] <= r["asked"] and r["corpus_tokens"] > 0 for r in toks)
+
+
+def test_final_rl_variance_names_what_a_run_dir_lacks(tmp_path):
+    """The script checks its inputs before training anything: a run dir without the R1 stages gets exit 2 and the
+    missing path; no arguments get the usage line."""
+    run = tmp_path / "run"
+    (run / "r1-sft" / "final").mkdir(parents=True)
+    res = subprocess.run(["bash", "benchmarks/final_rl_variance.sh", str(run), "x"], capture_output=True, text=True,
+                         cwd=ROOT, timeout=60)
+    assert res.returncode == 2 and f"{run}/reward-model/model not found" in res.stderr, res.stderr
+    assert not (run / "final_rl_variance").exists()
+    res = subprocess.run(["bash", "benchmarks/final_rl_variance.sh"], capture_output=True, text=True, cwd=ROOT,
+                         timeout=60)
+    assert res.returncode != 0 and "usage: final_rl_variance.sh RUN_DIR NAME" in res.stderr
