@@ -6,25 +6,37 @@
 #
 #   bash benchmarks/final_rl_variance.sh RUN_DIR NAME [extra r1lab grpo flags, e.g. --seed 1 | --lr 5e-5 | --beta 0.04]
 #
-# The flags default to the cpu preset's "r1" stage (r1lab/pipeline/presets.py); later flags override earlier ones.
-# Outputs go to RUN_DIR/final_rl_variance/NAME{/,.grpo.log,.eval.log,.records.jsonl}. docs/benchmarks.md, twenty-first
-# session.
+# The stage's own settings come from RUN_DIR/run.json (the "r1" stage's config, as the speedrun ran it); the extra
+# flags come after them, so they override. Outputs go to RUN_DIR/final_rl_variance/NAME{/,.grpo.log,.eval.log,
+# .records.jsonl}. docs/benchmarks.md, twenty-first session.
 set -euo pipefail
 run=${1:?usage: final_rl_variance.sh RUN_DIR NAME [grpo flags...]}
 name=${2:?usage: final_rl_variance.sh RUN_DIR NAME [grpo flags...]}
 shift 2
-for need in r1-sft/final reward-model/model eval-r1-sft/records.jsonl; do
+for need in run.json r1-sft/final reward-model/model eval-r1-sft/records.jsonl; do
   [ -e "$run/$need" ] || { echo "final_rl_variance.sh: $run/$need not found (a finished cpu speedrun is needed)" >&2; exit 2; }
 done
 out=$run/final_rl_variance
 mkdir -p "$out"
 export R1LAB_REWARD_MODEL=$run/reward-model/model
-weights='{"accuracy": 1.0, "format": 0.2, "language": 0.2, "r1lab.pipeline.reward_model:model_reward": 0.2}'
-python -m r1lab grpo --model "$run/r1-sft/final" --steps 12 --prompts-per-step 8 --group-size 8 --max-new-tokens 192 \
-  --eval-every 0 --save-every 100 --families '["arithmetic", "word", "arithmetic_zh", "word_zh"]' \
-  --n-train-per-family 300 --lr 1e-4 --log-samples 2 --reward-weights "$weights" --template r1 \
+# the r1 stage's and the eval-r1 stage's configs as command-line flags (lists and dicts as JSON), one per line
+stage_flags() {
+  python - "$run/run.json" "$1" <<'PY'
+import json, sys
+stages = {st["name"]: st["config"] for st in json.load(open(sys.argv[1]))["stages"]}
+if sys.argv[2] not in stages:
+    sys.exit(f"final_rl_variance.sh: {sys.argv[1]} has no stage {sys.argv[2]!r}")
+for key, value in stages[sys.argv[2]].items():
+    print(f"--{key.replace('_', '-')}")
+    print(json.dumps(value) if isinstance(value, (list, dict)) else value)
+PY
+}
+mapfile -t grpo_flags < <(stage_flags r1)
+mapfile -t eval_flags < <(stage_flags eval-r1)
+[ ${#grpo_flags[@]} -gt 0 ] && [ ${#eval_flags[@]} -gt 0 ] || exit 2
+python -m r1lab grpo --model "$run/r1-sft/final" "${grpo_flags[@]}" --eval-every 0 --save-every 100000 \
   --out-dir "$out/$name" "$@" > "$out/$name.grpo.log" 2>&1
-python -m r1lab eval --model "$out/$name/final" --template r1 --n-per-family 12 --k 4 --max-tokens 192 \
+python -m r1lab eval --model "$out/$name/final" "${eval_flags[@]}" \
   --records "$out/$name.records.jsonl" --baseline "$run/eval-r1-sft/records.jsonl" > "$out/$name.eval.log" 2>&1
 echo "$name ($*):"
 grep -a "Δ" "$out/$name.eval.log"

@@ -301,6 +301,7 @@ def test_final_rl_variance_names_what_a_run_dir_lacks(tmp_path):
     missing path; no arguments get the usage line."""
     run = tmp_path / "run"
     (run / "r1-sft" / "final").mkdir(parents=True)
+    (run / "run.json").write_text('{"stages": []}')
     res = subprocess.run(["bash", "benchmarks/final_rl_variance.sh", str(run), "x"], capture_output=True, text=True,
                          cwd=ROOT, timeout=60)
     assert res.returncode == 2 and f"{run}/reward-model/model not found" in res.stderr, res.stderr
