@@ -8,7 +8,7 @@
 #
 # The stage's own settings come from RUN_DIR/run.json (the "r1" stage's config, as the speedrun ran it); the extra
 # flags come after them, so they override. Outputs go to RUN_DIR/final_rl_variance/NAME{/,.grpo.log,.eval.log,
-# .records.jsonl}. docs/benchmarks.md, twenty-first session.
+# .records.jsonl,.grpo_config.json}. docs/benchmarks.md, twenty-first session.
 set -euo pipefail
 run=${1:?usage: final_rl_variance.sh RUN_DIR NAME [grpo flags...]}
 name=${2:?usage: final_rl_variance.sh RUN_DIR NAME [grpo flags...]}
@@ -19,23 +19,22 @@ done
 out=$run/final_rl_variance
 mkdir -p "$out"
 export R1LAB_REWARD_MODEL=$run/reward-model/model
-# the r1 stage's and the eval-r1 stage's configs as command-line flags (lists and dicts as JSON), one per line
-stage_flags() {
-  python - "$run/run.json" "$1" <<'PY'
+# the r1 stage's config, as the run recorded it, goes to `r1lab grpo --config` (GRPOConfig fields); the eval-r1
+# stage's becomes command-line flags (`r1lab eval` has no config file), one per line
+python - "$run/run.json" "$out/$name.grpo_config.json" <<'PY'
 import json, sys
 stages = {st["name"]: st["config"] for st in json.load(open(sys.argv[1]))["stages"]}
-if sys.argv[2] not in stages:
-    sys.exit(f"final_rl_variance.sh: {sys.argv[1]} has no stage {sys.argv[2]!r}")
-for key, value in stages[sys.argv[2]].items():
-    print(f"--{key.replace('_', '-')}")
-    print(json.dumps(value) if isinstance(value, (list, dict)) else value)
+missing = [name for name in ("r1", "eval-r1") if name not in stages]
+if missing:
+    sys.exit(f"final_rl_variance.sh: {sys.argv[1]} has no stage {missing[0]!r}")
+json.dump(stages["r1"], open(sys.argv[2], "w"))
 PY
-}
-mapfile -t grpo_flags < <(stage_flags r1)
-mapfile -t eval_flags < <(stage_flags eval-r1)
-[ ${#grpo_flags[@]} -gt 0 ] && [ ${#eval_flags[@]} -gt 0 ] || exit 2
-python -m r1lab grpo --model "$run/r1-sft/final" "${grpo_flags[@]}" --eval-every 0 --save-every 100000 \
-  --out-dir "$out/$name" "$@" > "$out/$name.grpo.log" 2>&1
+mapfile -t eval_flags < <(python -c '
+import json, sys
+for key, value in next(st["config"] for st in json.load(open(sys.argv[1]))["stages"] if st["name"] == "eval-r1").items():
+    print("--" + key.replace("_", "-")); print(value)' "$run/run.json")
+python -m r1lab grpo --config "$out/$name.grpo_config.json" --model "$run/r1-sft/final" --eval-every 0 \
+  --save-every 100000 --out-dir "$out/$name" "$@" > "$out/$name.grpo.log" 2>&1
 python -m r1lab eval --model "$out/$name/final" "${eval_flags[@]}" \
   --records "$out/$name.records.jsonl" --baseline "$run/eval-r1-sft/records.jsonl" > "$out/$name.eval.log" 2>&1
 echo "$name ($*):"

@@ -130,7 +130,7 @@ class Experts(nn.Module):
           Every scatter writes a permutation (no two writes to one row), so forward and backward are deterministic on
           a GPU too, unlike an atomic ``index_add_`` of the K outputs per token;
         - a CPU: weight the sorted rows and ``index_add_`` them into their tokens (deterministic on a CPU); fewer
-          passes over the N·K rows: a cpu-demo pretraining step 1.02-1.06×, bitwise equal to the other way at K = 2
+          passes over the N·K rows: a cpu-demo pretraining step 1.01-1.06×, bitwise equal to the other way at K = 2
           (``benchmarks/cpu_step_fusions.py``, tested)."""
         n, k = indices_NK.shape
         if x_ND.is_cuda and torch.is_autocast_enabled("cuda"):  # fp32 master weights under autocast: compute in
