@@ -296,16 +296,31 @@ def test_cpu_vocab_reports_tokenizer_sizes(tmp_path):
     assert all(0 < r["ids_used"] <= r["ids"] <= r["asked"] and r["corpus_tokens"] > 0 for r in toks)
 
 
-def test_final_rl_variance_names_what_a_run_dir_lacks(tmp_path):
-    """The script checks its inputs before training anything: a run dir without the R1 stages gets exit 2 and the
-    missing path; no arguments get the usage line."""
+def test_rl_stage_variance_names_what_a_run_dir_lacks(tmp_path):
+    """The script checks its inputs before training anything: exit 2 with what is missing (a run dir without
+    run.json, a stage that is not a GRPO stage, an unfinished input stage); no arguments get the usage line. A finished
+    run end to end: tests/test_pipeline_speedrun.py."""
+    def script(*args):
+        return subprocess.run(["bash", "benchmarks/rl_stage_variance.sh", *map(str, args)], capture_output=True,
+                              text=True, cwd=ROOT, timeout=60)
+
     run = tmp_path / "run"
-    (run / "r1-sft" / "final").mkdir(parents=True)
-    (run / "run.json").write_text('{"stages": []}')
-    res = subprocess.run(["bash", "benchmarks/final_rl_variance.sh", str(run), "x"], capture_output=True, text=True,
-                         cwd=ROOT, timeout=60)
-    assert res.returncode == 2 and f"{run}/reward-model/model not found" in res.stderr, res.stderr
-    assert not (run / "final_rl_variance").exists()
-    res = subprocess.run(["bash", "benchmarks/final_rl_variance.sh"], capture_output=True, text=True, cwd=ROOT,
-                         timeout=60)
-    assert res.returncode != 0 and "usage: final_rl_variance.sh RUN_DIR NAME" in res.stderr
+    run.mkdir()
+    res = script(run, "r1", "x")
+    assert res.returncode == 2 and f"{run}/run.json not found" in res.stderr, res.stderr
+    stages = [{"name": "pretrain", "kind": "pretrain", "inputs": {}, "config": {}},
+              {"name": "eval-base", "kind": "eval", "inputs": {"model": "pretrain"}, "config": {"k": 4}},
+              {"name": "r1-zero", "kind": "grpo", "inputs": {"model": "pretrain"}, "config": {"steps": 2}},
+              {"name": "eval-r1-zero", "kind": "eval", "inputs": {"model": "r1-zero"}, "config": {"k": 4}}]
+    (run / "run.json").write_text(json.dumps({"stages": stages}))
+    res = script(run, "eval-base", "x")
+    assert res.returncode == 2 and "no GRPO stage 'eval-base' (its GRPO stages: r1-zero)" in res.stderr, res.stderr
+    res = script(run, "r1-zero", "x")
+    assert res.returncode == 2 and "eval-base/records.jsonl not found: stage 'eval-base' did not finish" in res.stderr
+    (run / "eval-base").mkdir()
+    (run / "eval-base" / "records.jsonl").write_text("")
+    res = script(run, "r1-zero", "x")
+    assert res.returncode == 2 and f"{run}/pretrain/DONE not found" in res.stderr, res.stderr
+    assert not (run / "rl_stage_variance").exists()
+    res = script()
+    assert res.returncode != 0 and "usage: rl_stage_variance.sh RUN_DIR STAGE NAME" in res.stderr

@@ -86,3 +86,14 @@ def test_tiny_full_speedrun_killed_in_pretrain_resumes_and_reports(tmp_path):
     assert [d.get("model") for d in lines[:3]] == ["base", "r1-zero", "r1"]
     assert all(d["samples"] == 8 and 0.0 <= d["mixing_rate"] <= 1.0 for d in lines[:3])
     assert lines[3]["compare"] == "r1-zero minus r1" and lines[3]["problems"] == 2
+    # benchmarks/rl_stage_variance.sh redoes the final RL stage from r1-sft with the run's reward model, evaluates it
+    # like eval-r1 and pairs it with eval-r1-sft's records
+    res = subprocess.run(["bash", "benchmarks/rl_stage_variance.sh", str(out), "r1", "again", "--steps", "1"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    row = json.loads(res.stdout.splitlines()[-1])
+    assert row["stage"] == "r1" and row["peer"] == "eval-r1-sft" and row["flags"] == "--steps 1"
+    assert {"pass@1_delta", "pass@1_se", "cons@k_delta", "mixing_delta"} <= set(row), row
+    metrics = [json.loads(line) for line in (out / "rl_stage_variance" / "r1" / "again" / "metrics.jsonl").open()]
+    steps = [m for m in metrics if "reward" in m]
+    assert len(steps) == 1 and "reward_r1lab.pipeline.reward_model:model_reward" in steps[0], metrics

@@ -70,7 +70,11 @@ _CPU: dict[str, dict[str, Any]] = {
     "student-base": {"steps": 1100, "model_overrides": {"n_routed_experts": 0, "num_nextn_predict_layers": 0,
                                                         "num_hidden_layers": 2}},
     "distill-data": {"n_per_family": 100, "min_rows": 400},
-    "r1-reasoning-rl": {"families": EN_ZH, "steps": 20},
+    # The two RL stages that start from an SFT model train at lr 3e-5, not R1-Zero's 1e-4: at 1e-4 each cost ~4 points
+    # of pass@1 on average over reruns with three GRPO seeds from three runs' models (reasoning RL: all nine reruns
+    # lost, −0.021 to −0.071; final RL: −0.149 to +0.003), at 3e-5 both held (mean Δ ≥ 0, worst −0.018).
+    # `benchmarks/rl_stage_variance.sh`, docs/benchmarks.md, twenty-second session.
+    "r1-reasoning-rl": {"families": EN_ZH, "steps": 20, "lr": 3e-5},
     # The rejection-sampling SFT set is R1's big one (§2.3.3: ~800k rows vs thousands for the cold start). At 200
     # rows (55 kept samples + worked top-up) the SFT-from-base model scored 0.134, at 400 0.202, at 800 0.235
     # (benchmarks/r1_sft_rows.py, docs/benchmarks.md); most added rows are worked solutions, not the RL model's samples.
@@ -79,7 +83,7 @@ _CPU: dict[str, dict[str, Any]] = {
     # ~40 sampled rows its set held, whatever the seed; at 9 both sets of the twelfth session gave 0.42-0.45 (at 3 both
     # ~0.26). docs/benchmarks.md, twelfth session.
     "r1-sft": {"epochs": 9},
-    "r1": {"families": EN_ZH, "steps": 12},
+    "r1": {"families": EN_ZH, "steps": 12, "lr": 3e-5},
 }
 
 # The gpu preset is sized by wall clock, not steps: ≈ 20 minutes on one H100 (estimate from the fifth session's
@@ -109,8 +113,9 @@ _GPU: dict[str, dict[str, Any]] = {
                     "n_non_reasoning": 300},
     "kind:reward_model": {"steps": 200, "n_pairs": 2048, "batch_size": 32, "max_len": 384},
     "student-base": {"max_minutes": 2.0, "model_overrides": {"n_routed_experts": 0, "num_nextn_predict_layers": 0}},
-    "r1-reasoning-rl": {"families": EN_ZH},
-    "r1": {"families": EN_ZH},
+    # post-SFT RL stages at 0.3× the R1-Zero lr, the cpu preset's measured ratio (3e-5 vs 1e-4); unmeasured here
+    "r1-reasoning-rl": {"families": EN_ZH, "lr": 1.5e-5},
+    "r1": {"families": EN_ZH, "lr": 1.5e-5},
     "kind:hf_model": {"hidden_size": 384, "num_hidden_layers": 6, "num_attention_heads": 6, "num_key_value_heads": 2,
                       "intermediate_size": 1024, "max_position_embeddings": 1024},
 }
