@@ -72,10 +72,11 @@ model=${lines[1]}
 baseline=${lines[3]}
 eval_flags=()
 for flag in "${lines[@]:4}"; do [ -n "$flag" ] && eval_flags+=("$flag"); done
+failed() { echo "rl_stage_variance.sh: $1 failed; the end of $2:" >&2; tail -n 20 "$2" >&2; exit 1; }
 python -m r1lab grpo --config "$out/$name.grpo_config.json" --model "$model" --eval-every 0 \
-  --save-every 100000 --out-dir "$out/$name" "$@" > "$out/$name.grpo.log" 2>&1
-python -m r1lab eval --model "$out/$name/final" "${eval_flags[@]}" \
-  --records "$out/$name.records.jsonl" --baseline "$baseline" > "$out/$name.eval.log" 2>&1
+  --save-every 100000 --out-dir "$out/$name" "$@" > "$out/$name.grpo.log" 2>&1 || failed "r1lab grpo" "$out/$name.grpo.log"
+python -m r1lab eval --model "$out/$name/final" "${eval_flags[@]}" --records "$out/$name.records.jsonl" \
+  --baseline "$baseline" > "$out/$name.eval.log" 2>&1 || failed "r1lab eval" "$out/$name.eval.log"
 echo "$stage $name ($*):"
 grep -a "Δ" "$out/$name.eval.log"
 python - "$out/$name.eval.log" "$run" "$stage" "$name" "$*" "$baseline" <<'PY'

@@ -322,5 +322,10 @@ def test_rl_stage_variance_names_what_a_run_dir_lacks(tmp_path):
     res = script(run, "r1-zero", "x")
     assert res.returncode == 2 and f"{run}/pretrain/DONE not found" in res.stderr, res.stderr
     assert not (run / "rl_stage_variance").exists()
+    # a starting model that is not a model: r1lab grpo fails and the script shows the end of its log
+    (run / "pretrain").mkdir()
+    (run / "pretrain" / "DONE").write_text(json.dumps({"artifacts": {"model_dir": str(run / "nothing")}}))
+    res = script(run, "r1-zero", "x")
+    assert res.returncode == 1 and "r1lab grpo failed; the end of" in res.stderr and "nothing" in res.stderr, res.stderr
     res = script()
     assert res.returncode != 0 and "usage: rl_stage_variance.sh RUN_DIR STAGE NAME" in res.stderr

@@ -1,5 +1,5 @@
 """Size presets for the recipes: ``tiny`` (tests, every stage a handful of steps), ``cpu`` (the speedrun on 2 CPU
-cores: 18 minutes on a 2-core Intel Xeon with AVX-512, 25-28 on a 2-core AMD EPYC without it), ``gpu`` (one GPU, a
+cores: 18-19 minutes on a 2-core Intel Xeon with AVX-512, 25-28 on a 2-core AMD EPYC without it), ``gpu`` (one GPU, a
 bigger model and longer stages).
 
 Keys: ``"kind:<kind>"`` applies to every stage of that kind, ``"<stage name>"`` to one stage (applied after the
@@ -70,10 +70,10 @@ _CPU: dict[str, dict[str, Any]] = {
     "student-base": {"steps": 1100, "model_overrides": {"n_routed_experts": 0, "num_nextn_predict_layers": 0,
                                                         "num_hidden_layers": 2}},
     "distill-data": {"n_per_family": 100, "min_rows": 400},
-    # The two RL stages that start from an SFT model train at lr 3e-5, not R1-Zero's 1e-4: at 1e-4 each cost ~4 points
-    # of pass@1 on average over reruns with three GRPO seeds from three runs' models (reasoning RL: all nine reruns
-    # lost, −0.021 to −0.071; final RL: −0.149 to +0.003), at 3e-5 both held (mean Δ ≥ 0, worst −0.018).
-    # `benchmarks/rl_stage_variance.sh`, docs/benchmarks.md, twenty-second session.
+    # The two RL stages that start from an SFT model train at lr 3e-5, not R1-Zero's 1e-4. Rerun with GRPO seeds 0-2
+    # from three runs' starting models (nine reruns per stage and lr), at 1e-4 they moved pass@1 by −0.040 (reasoning
+    # RL: all nine lost, −0.021 to −0.071) and −0.027 (final RL: −0.149 to +0.009) on average; at 3e-5 both held
+    # (+0.006 each, worst −0.018). `benchmarks/rl_stage_variance.sh`, docs/benchmarks.md, twenty-second session.
     "r1-reasoning-rl": {"families": EN_ZH, "steps": 20, "lr": 3e-5},
     # The rejection-sampling SFT set is R1's big one (§2.3.3: ~800k rows vs thousands for the cold start). At 200
     # rows (55 kept samples + worked top-up) the SFT-from-base model scored 0.134, at 400 0.202, at 800 0.235
@@ -123,15 +123,15 @@ _GPU: dict[str, dict[str, Any]] = {
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {"tiny": _TINY, "cpu": _CPU, "gpu": _GPU}
 
 # Wall seconds of each stage in one measured run, for the speedrun's "about N min to go" (the remaining stages' times
-# here × how much slower or faster this machine ran the finished ones; ``rundir.eta_seconds``). cpu: the twenty-first
-# session's run on a 2-core Intel Xeon with AVX-512 (2026-11-26, idle; `r1lab speedrun --preset cpu`, /tmp/s21/base):
-# 1079 s in all; the same code took 1489 s on the 2-core AMD EPYC without AVX-512 of sessions 12-20
-# (docs/benchmarks.md, twenty-first session).
+# here × how much slower or faster this machine ran the finished ones; ``rundir.eta_seconds``). cpu: the twenty-second
+# session's run on a 2-core Intel Xeon with AVX-512 (2026-11-26, idle; `r1lab speedrun --preset cpu`, /tmp/s22/base):
+# 1128 s in all; the previous preset (post-SFT RL at lr 1e-4) took 1489 s on the 2-core AMD EPYC without AVX-512 of
+# sessions 12-20 (docs/benchmarks.md, twentieth to twenty-second sessions).
 EXPECTED_SECONDS: dict[str, dict[str, float]] = {
-    "cpu": {"tokenizer": 11, "pretrain": 427, "eval-base": 8, "r1-zero": 57, "eval-r1-zero": 6, "cold-start-data": 5,
-            "r1-cold-sft": 25, "eval-r1-cold-sft": 5, "r1-reasoning-rl": 36, "eval-r1-reasoning-rl": 5,
-            "r1-reject": 6, "r1-sft": 75, "eval-r1-sft": 4, "reward-model": 15, "r1": 30, "eval-r1": 4,
-            "distill-data": 30, "student-base": 201, "distill-student": 25, "eval-distill-student": 2,
-            "rl-only-student": 29, "eval-rl-only-student": 3, "qwen2-student": 1, "distill-qwen2": 55,
-            "eval-distill-qwen2": 13, "report": 2},
+    "cpu": {"tokenizer": 8, "pretrain": 452, "eval-base": 7, "r1-zero": 52, "eval-r1-zero": 5, "cold-start-data": 5,
+            "r1-cold-sft": 26, "eval-r1-cold-sft": 4, "r1-reasoning-rl": 42, "eval-r1-reasoning-rl": 6,
+            "r1-reject": 7, "r1-sft": 79, "eval-r1-sft": 5, "reward-model": 12, "r1": 31, "eval-r1": 5,
+            "distill-data": 32, "student-base": 202, "distill-student": 31, "eval-distill-student": 2,
+            "rl-only-student": 32, "eval-rl-only-student": 4, "qwen2-student": 1, "distill-qwen2": 59,
+            "eval-distill-qwen2": 16, "report": 2},
 }
