@@ -24,6 +24,7 @@ out=$run/rl_stage_variance/$stage
 plan=$(python - "$run" "$stage" <<'PY'
 import json, sys
 from pathlib import Path
+from r1lab.pipeline.rundir import read_done
 run, name = Path(sys.argv[1]), sys.argv[2]
 stages = {st["name"]: st for st in json.load(open(run / "run.json"))["stages"]}
 def fail(msg):
@@ -34,10 +35,10 @@ if stages.get(name, {}).get("kind") != "grpo":
     fail(f"{run}/run.json has no GRPO stage {name!r} (its GRPO stages: {', '.join(grpo)})")
 st = stages[name]
 def artifact(stage, key, what):
-    done = run / stage / "DONE"
-    if not done.exists():
-        fail(f"{done} not found: stage {stage!r} ({what}) did not finish")
-    return json.load(open(done))["artifacts"][key]
+    done = read_done(run / stage)
+    if done is None:
+        fail(f"{run / stage}/DONE not found: stage {stage!r} ({what}) did not finish")
+    return done["artifacts"][key]
 def eval_of(model_stage):
     for n, s in stages.items():
         if s["kind"] == "eval" and s["inputs"].get("model") == model_stage:
