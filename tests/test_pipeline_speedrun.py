@@ -97,3 +97,51 @@ def test_tiny_full_speedrun_killed_in_pretrain_resumes_and_reports(tmp_path):
     metrics = [json.loads(line) for line in (out / "rl_stage_variance" / "r1" / "again" / "metrics.jsonl").open()]
     steps = [m for m in metrics if "reward" in m]
     assert len(steps) == 1 and "reward_r1lab.pipeline.reward_model:model_reward" in steps[0], metrics
+
+
+def _alive(pid: int) -> bool:
+    """Whether the process exists and is not a zombie (a container's init may not reap orphans)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"
+
+
+@pytest.mark.slow
+def test_tiny_speedrun_side_lane_dies_with_its_parent_and_resumes(tmp_path):
+    """--jobs 2: the student's stages run in a second process. SIGKILL of the main process alone (no process-group
+    kill) inside the student's pretraining takes the side process down too (PR_SET_PDEATHSIG), and the same command
+    resumes both lanes and finishes."""
+    out = tmp_path / "run"
+    cmd = [*command(out, "speedrun"), "--jobs", "2", "--set", "student-base.steps=40"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    first_log = tmp_path / "first.log"
+    with first_log.open("wb") as sink:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
+        t0 = time.time()
+        try:
+            while not list((out / "student-base" / "checkpoints").glob("step-*")):
+                assert proc.poll() is None, "finished before the kill point:\n" + first_log.read_text()[-3000:]
+                assert time.time() - t0 < 300, "kill point never reached"
+                time.sleep(0.02)
+            os.kill(proc.pid, signal.SIGKILL)  # the main process only
+            proc.wait()
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+    text = first_log.read_text()
+    side_pid = int(text.split("in a second process (pid ")[1].split(",")[0])
+    deadline = time.time() + 20
+    while _alive(side_pid) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not _alive(side_pid), "the side lane outlived its parent"
+    assert not (out / "student-base" / "DONE").exists(), "the student finished before the kill"
+    again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "side lane [18/26] student-base (pretrain): resuming" in again.stdout
+    resumed = (out / "side-lane.log").read_text().split("student-base (pretrain): resuming")[-1]
+    assert "resumed from" in resumed and "no checkpoint" not in resumed  # from its checkpoint, not from step 0
+    names = [s["name"] for s in json.loads((out / "results.json").read_text())["stages"]]
+    assert {"distill-student", "rl-only-student", "r1"} <= set(names)
+    assert json.loads((out / "student-base" / "DONE").read_text())["artifacts"]["steps"] == 40

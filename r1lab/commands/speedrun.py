@@ -32,6 +32,11 @@ def add_arguments(p) -> None:
                    help="start no new stage after this many minutes (0 = run to the end); the same command again "
                    "continues, e.g. on a GPU lent in 10-minute slices")
     p.add_argument("--list", action="store_true", help="print the recipe's resolved stages and exit")
+    p.add_argument("--jobs", default="auto", choices=["auto", "1", "2"],
+                   help="2: the dense student's stages (student-base, rl-only-student, its eval) run in a second "
+                   "process beside the teacher's R1 stages, each with half the CPU threads (~10%% faster on 2 cores); "
+                   "1: one stage at a time; auto (default): 2 on a CPU with two or more threads, 1 on a GPU. Thread "
+                   "counts change float rounding, so --jobs 1 and 2 give slightly different numbers")
 
 
 def main(args) -> int:
@@ -48,7 +53,7 @@ def main(args) -> int:
             for s in prepare(args.recipe, preset, overrides).stages:
                 print(f"{s.name:<22} {s.kind:<13} inputs={dict(s.inputs)} config={json.dumps(dict(s.config))}")
             return 0
-        run(args.out, preset, args.recipe, args.only, args.threads, overrides, args.stop_after)
+        run(args.out, preset, args.recipe, args.only, args.threads, overrides, args.stop_after, args.jobs)
     except (RecipeError, RunDirMismatch) as err:
         print(f"error: {err}")
         return 2

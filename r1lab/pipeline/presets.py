@@ -127,6 +127,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {"tiny": _TINY, "cpu": _CPU, "gp
 # session's run on a 2-core Intel Xeon with AVX-512 (2026-11-26, idle; `r1lab speedrun --preset cpu`, /tmp/s22/base):
 # 1128 s in all; the previous preset (post-SFT RL at lr 1e-4) took 1489 s on the 2-core AMD EPYC without AVX-512 of
 # sessions 12-20 (docs/benchmarks.md, twentieth to twenty-second sessions).
+# The same run from start to finish (with --jobs 2 its stages add up to more than this).
+MEASURED_RUN_SECONDS: dict[str, float] = {"cpu": 1128}
 EXPECTED_SECONDS: dict[str, dict[str, float]] = {
     "cpu": {"tokenizer": 8, "pretrain": 452, "eval-base": 7, "r1-zero": 52, "eval-r1-zero": 5, "cold-start-data": 5,
             "r1-cold-sft": 26, "eval-r1-cold-sft": 4, "r1-reasoning-rl": 42, "eval-r1-reasoning-rl": 6,

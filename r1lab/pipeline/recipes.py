@@ -77,10 +77,23 @@ KINDS: dict[str, Kind] = {
 
 
 @dataclass(frozen=True)
+class SideLane:
+    """Stages that may run in a second process beside the rest (``r1lab.pipeline.lanes``): they start once ``after``
+    is done, and the main lane waits for them before ``join``. Their inputs must be done by ``after`` or come from the
+    lane itself, and no main-lane stage before ``join`` may read them (``validate`` checks)."""
+
+    stages: tuple[str, ...]
+    after: str
+    join: str
+
+
+@dataclass(frozen=True)
 class Recipe:
     name: str
     description: str
     stages: tuple[StageSpec, ...]
+    side: SideLane | None = None
+    """Stages a second process may run (``r1lab speedrun --jobs 2``); None = one stage at a time."""
 
     def stage(self, name: str) -> StageSpec:
         for s in self.stages:
@@ -118,6 +131,10 @@ R1 = (
                      "template": "r1"}, {"model": "r1-sft", "reward_model": "reward-model"}),
     S("eval-r1", "eval", {"template": "r1"}, {"model": "r1"}),
 )
+# The dense student's own line (its pretraining, RL alone, evaluation) needs only the tokenizer: a second process
+# runs it beside the teacher's R1 stages (``--jobs 2``), from the teacher's pretraining to the teacher's samples.
+STUDENT_LANE = SideLane(("student-base", "rl-only-student", "eval-rl-only-student"), after="pretrain",
+                        join="distill-data")
 DISTILL = (
     S("distill-data", "reject", {"template": "r1", "non_reasoning": False}, {"model": "r1"}),
     S("student-base", "pretrain", {"model_overrides": {"n_routed_experts": 0, "num_nextn_predict_layers": 0}},
@@ -137,9 +154,9 @@ RECIPES: dict[str, Recipe] = {
     "r1": Recipe("r1", "cold-start SFT → reasoning RL → rejection sampling → SFT from base → RL all scenarios",
                  BASE + R1_ZERO + R1),
     "distill": Recipe("distill", "R1 teacher samples → SFT of dense students (ours and Qwen2), vs RL alone",
-                      BASE + R1_ZERO + R1 + DISTILL),
+                      BASE + R1_ZERO + R1 + DISTILL, STUDENT_LANE),
     "speedrun": Recipe("speedrun", "every stage: base, R1-Zero, R1, distillation, evaluation and the report",
-                       BASE + R1_ZERO + R1 + DISTILL + REPORT),
+                       BASE + R1_ZERO + R1 + DISTILL + REPORT, STUDENT_LANE),
 }
 
 # Eval stage name → results.json stage name, in the report's row order: each R1 stage is measured on its own (the
@@ -251,6 +268,36 @@ def validate(recipe: Recipe) -> None:
             if role not in s.inputs:
                 raise RecipeError(f"{where}: kind {s.kind!r} needs input {role!r}")
         seen.add(s.name)
+    if recipe.side is not None:
+        validate_side_lane(recipe)
+
+
+def validate_side_lane(recipe: Recipe) -> None:
+    """The side lane can run beside the main one: its stages exist, ``after`` comes before ``join`` (both main-lane
+    stages), each lane stage reads only stages done by ``after`` or earlier lane stages, and no main-lane stage
+    before ``join`` reads a lane stage."""
+    lane = recipe.side
+    assert lane is not None
+    where = f"recipe {recipe.name!r}, side lane"
+    order = {s.name: i for i, s in enumerate(recipe.stages)}
+    for name in (*lane.stages, lane.after, lane.join):
+        if name not in order:
+            raise RecipeError(f"{where}: {name!r} is not a stage of the recipe")
+    if lane.after in lane.stages or lane.join in lane.stages:
+        raise RecipeError(f"{where}: 'after' and 'join' must be main-lane stages, not lane stages")
+    if order[lane.after] >= order[lane.join]:
+        raise RecipeError(f"{where}: after={lane.after!r} must come before join={lane.join!r}")
+    members = set(lane.stages)
+    for s in recipe.stages:
+        if s.name in members:
+            for src in s.inputs.values():
+                if src not in members and order[src] > order[lane.after]:
+                    raise RecipeError(f"{where}: {s.name!r} reads {src!r}, which is not done by {lane.after!r}")
+        elif order[s.name] < order[lane.join]:
+            for src in s.inputs.values():
+                if src in members:
+                    raise RecipeError(f"{where}: main-lane stage {s.name!r} reads lane stage {src!r} before "
+                                      f"join={lane.join!r}")
 
 
 def config_hash(recipe: Recipe) -> str:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from r1lab.pipeline.recipes import REPORTED
-from r1lab.pipeline.rundir import RUN_JSON, read_done, write_json_atomic
+from r1lab.pipeline.rundir import RUN_JSON, WALL, read_done, write_json_atomic
 from r1lab.pipeline.significance import describe, paired, per_problem, read_records, within_noise
 
 EPS = 1e-9  # "≥" claims tolerate float rounding (0.1 + 0.25 > 0.35 in binary)
@@ -81,7 +81,9 @@ def collect(run_dir: str | Path) -> dict[str, Any]:
                      "cons@k": float(art["cons@k"]), "k": int(art["k"]),
                      "mean_response_tokens": float(art["mean_response_tokens"]),
                      "language_mixing_rate": float(art["language_mixing_rate"]), "wall_seconds": float(cost)})
-    return {"run": run, "specs": specs, "done": done, "rows": rows, "records": records}
+    wall = run_dir / WALL  # the run's own wall time so far (rundir.run_recipe's run clock)
+    run_seconds = float(wall.read_text()) if wall.exists() else None
+    return {"run": run, "specs": specs, "done": done, "rows": rows, "records": records, "run_seconds": run_seconds}
 
 
 def results_json(preset: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -262,7 +264,10 @@ def render_markdown(data: dict[str, Any], plots: dict[str, str], note: str = "")
         lines += ["", "Data caveats: " + "; ".join(caveats) + ". SFT on these stages therefore learns mostly from "
                   "reference solutions, not from the model's own samples."]
     total = sum(r["wall_seconds"] for r in done.values())
-    lines += ["", f"Total wall time of finished stages: {total:.0f} s.", "", "## Plots", ""]
+    elapsed = f" The run itself, start to this report: {data['run_seconds']:.0f} s" if data.get("run_seconds") else ""
+    lines += ["", f"Total wall time of finished stages: {total:.0f} s.{elapsed}"
+              + (" (with `--jobs 2` the side lane's stages ran beside the main lane's)." if elapsed else ""),
+              "", "## Plots", ""]
     for title, file in plots.items():
         lines += [f"### {title}", "", f"![{title}]({file})", ""]
     return "\n".join(lines) + "\n"

@@ -14,6 +14,7 @@ alone" (nanochat / torchtitan style). Protocol:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -163,20 +164,59 @@ def eta_seconds(expected_s: dict[str, float], ran: dict[str, float], left: list[
 
 def run_recipe(recipe: Recipe, preset: str, run_dir: str | Path, runners: dict[str, Runner],
                log: Callable[[str], None] = print, only: list[str] | None = None,
-               stop_after_s: float = 0.0, expected_s: dict[str, float] | None = None) -> dict[str, dict[str, Any]]:
+               stop_after_s: float = 0.0, expected_s: dict[str, float] | None = None, jobs: int = 1,
+               run_clock: bool = True) -> dict[str, dict[str, Any]]:
     """Run (or resume) every stage in order; returns stage name → DONE record. ``stop_after_s`` > 0: start no new
     stage once this invocation has run that long (the records so far are returned; rerunning continues).
     ``expected_s``: each stage's wall seconds on a reference machine; each "done" line then adds the time the
-    remaining stages should take here (``eta_seconds``)."""
+    remaining stages should take here (``eta_seconds``). ``jobs`` = 2: the recipe's side lane (if it has one, and
+    ``only`` is not given) runs in a second process beside the main lane (``r1lab.pipeline.lanes``).
+    ``run_clock``: accumulate the run's own wall time in ``run_dir/WALL`` (off in the side lane's process)."""
     run_dir = Path(run_dir)
     claim_run_dir(run_dir, recipe, preset)
+    lane = None
+    if jobs >= 2 and recipe.side is not None and only is None:
+        from r1lab.pipeline.lanes import SideLane
+
+        deadline = time.time() + stop_after_s if stop_after_s > 0 else 0.0
+        lane = SideLane(recipe, preset, run_dir, runners, log, deadline)
+    with WallClock(run_dir) if run_clock else contextlib.nullcontext():
+        try:
+            done = _run_stages(recipe, preset, run_dir, runners, log, only, stop_after_s, expected_s, lane)
+        except BaseException:
+            if lane is not None:
+                lane.stop()
+            raise
+        finally:
+            if lane is not None:
+                lane.restore_threads()
+    return done
+
+
+def _run_stages(recipe: Recipe, preset: str, run_dir: Path, runners: dict[str, Runner], log: Callable[[str], None],
+                only: list[str] | None, stop_after_s: float, expected_s: dict[str, float] | None,
+                lane: Any) -> dict[str, dict[str, Any]]:
     t_run = time.time()
     done: dict[str, dict[str, Any]] = {}
     ran: dict[str, float] = {}  # stages run to the end by this invocation → their wall seconds here
     earlier = {s.name: r for s in recipe.stages if (r := read_done(run_dir / s.name)) is not None}  # DONE before
+    side = set(lane.spec.stages) if lane is not None else set()
     n = len(recipe.stages)
     for i, spec in enumerate(recipe.stages, start=1):
         stage_dir = run_dir / spec.name
+        if lane is not None:
+            lane.maybe_start(done)
+            lane.relay()
+            if spec.name in side:  # the side lane's process runs it
+                continue
+            if spec.name == lane.spec.join:
+                lane.join()
+                for name in lane.spec.stages:
+                    if (rec := read_done(run_dir / name)) is None:
+                        raise RuntimeError(f"the side lane ended without finishing {name!r} "
+                                           f"(see {run_dir / 'side-lane.log'})")
+                    done[name] = rec
+            lane.set_threads(done)
         record = earlier.get(spec.name)
         if record is not None:
             done[spec.name] = record
@@ -206,8 +246,11 @@ def run_recipe(recipe: Recipe, preset: str, run_dir: str | Path, runners: dict[s
         done[spec.name] = record
         if attempt == "start":
             ran[spec.name] = record["wall_seconds"]
-        left = [s.name for s in recipe.stages[i:] if s.name not in earlier and (only is None or s.name in only)]
+        left = [s.name for s in recipe.stages[i:] if s.name not in earlier and (only is None or s.name in only)
+                and s.name not in side]
         eta = eta_seconds(expected_s or {}, ran, left) if left else None
         log(f"[{i}/{n}] {spec.name}: done in {record['wall_seconds']:.1f}s | run elapsed {time.time() - t_run:.0f}s"
             + (f" | about {eta / 60:.0f} min to go" if eta is not None else ""))
+    if lane is not None and not lane.joined:  # stopped early (--stop-after): let the side lane's stage finish too
+        lane.join()
     return done
