@@ -329,3 +329,19 @@ def test_rl_stage_variance_names_what_a_run_dir_lacks(tmp_path):
     assert res.returncode == 1 and "r1lab grpo failed; the end of" in res.stderr and "nothing" in res.stderr, res.stderr
     res = script()
     assert res.returncode != 0 and "usage: rl_stage_variance.sh RUN_DIR STAGE NAME" in res.stderr
+
+
+def test_cpu_lanes_times_both_arms():
+    """benchmarks/cpu_lanes.py: the peer (one process at a time) and the side-by-side arm, each with its seconds, each
+    process's own seconds and the ratio to the peer; fewer than two threads is refused."""
+    out = bench("cpu_lanes.py", "--threads", 2, "--preset", "tiny", "--vocab", 192, "--steps", 1, "--rounds", 1,
+                "--micro-batch", 2, "--seq-len", 64)
+    assert [r["arm"] for r in out] == ["one at a time (peer)", "side by side"]
+    assert all(finite_pos(r["s_median"]) and finite_pos(r["ratio_speed_vs_peer"]) for r in out)
+    assert out[0]["ratio_speed_vs_peer"] == 1.0
+    assert all(finite_pos(x) for r in out for x in r["teacher_s"] + r["student_s"])
+    # side by side, the run lasts at least as long as its slower process
+    assert out[1]["s_median"] >= max(out[1]["teacher_s"][0], out[1]["student_s"][0]) - 1e-3
+    bad = subprocess.run([sys.executable, "benchmarks/cpu_lanes.py", "--threads", "1"], capture_output=True,
+                         text=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=120, check=False)
+    assert bad.returncode != 0 and "at least 2" in bad.stderr
