@@ -3,7 +3,8 @@ processes with half the threads each, vs one at a time with all the threads (the
 twenty-third session, ``r1lab speedrun --jobs 1``).
 
 Each arm does the same work: ``--steps`` pretraining steps of the teacher (the cpu-demo preset: 4 layers, MoE, MTP)
-and as many of the student (2 dense layers, no MTP), forward + backward + clip + AdamW on random packed documents
+and ``--student-steps`` (default twice as many) of the student (2 dense layers, no MTP) — about the balance of the
+speedrun's two lanes, where each takes ~6 minutes — forward + backward + clip + AdamW on random packed documents
 (16 × 256 tokens, vocabulary fitted to the speedrun's tokenizer). "one at a time": a teacher process with all the
 threads, then a student process with all the threads; "side by side": both processes at once with half each
 (``r1lab.pipeline.lanes.split_threads``), timed from the moment both have warmed up (a file barrier) until the later
@@ -55,7 +56,7 @@ def worker(args: argparse.Namespace) -> None:
     while len(list(barrier.glob("*.ready"))) < args.parties:
         time.sleep(0.005)
     t0 = time.time()
-    for _ in range(args.steps):
+    for _ in range(args.student_steps if args.worker == "student" else args.steps):
         step()
     print(json.dumps({"start": t0, "end": time.time()}), flush=True)
 
@@ -64,6 +65,7 @@ def launch(model: str, threads: int, barrier: Path, parties: int, args: argparse
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     cmd = [sys.executable, __file__, "--worker", model, "--threads", str(threads), "--barrier", str(barrier),
            "--parties", str(parties), "--preset", args.preset, "--vocab", str(args.vocab), "--steps", str(args.steps),
+           "--student-steps", str(args.student_steps),
            "--micro-batch", str(args.micro_batch), "--seq-len", str(args.seq_len)]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True)
 
@@ -100,6 +102,7 @@ def main() -> None:
     p.add_argument("--preset", default="cpu-demo")
     p.add_argument("--vocab", type=int, default=1152, help="fitted vocabulary (the speedrun's tokenizer: 1,152)")
     p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--student-steps", type=int, default=0, help="the student's steps (default 2 × --steps)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--micro-batch", type=int, default=16)
     p.add_argument("--seq-len", type=int, default=256)
@@ -107,6 +110,7 @@ def main() -> None:
     p.add_argument("--barrier", help=argparse.SUPPRESS)
     p.add_argument("--parties", type=int, default=1, help=argparse.SUPPRESS)
     args = p.parse_args()
+    args.student_steps = args.student_steps or 2 * args.steps
     if args.worker:
         return worker(args)
     if args.threads < 2:
@@ -123,7 +127,7 @@ def main() -> None:
     for name, ts in times.items():
         med = statistics.median(ts)
         print(json.dumps({"bench": "cpu_lanes", "arm": name, "preset": args.preset, "threads": args.threads,
-                          "steps": args.steps, "tokens_per_step": args.micro_batch * args.seq_len,
+                          "steps": args.steps, "student_steps": args.student_steps, "tokens_per_step": args.micro_batch * args.seq_len,
                           "s_median": round(med, 3), "s": [round(x, 3) for x in ts],
                           "teacher_s": [round(o["teacher"], 3) for o in owns[name]],
                           "student_s": [round(o["student"], 3) for o in owns[name]],

@@ -16,8 +16,8 @@ def add_arguments(p) -> None:
     from r1lab.pipeline.presets import PRESETS
     from r1lab.pipeline.recipes import recipe_names
 
-    p.add_argument("--preset", default="cpu", choices=sorted(PRESETS), help="size preset (default cpu, 20-45 min "
-                   "on 2 cores; tiny = every stage a few steps, for tests)")
+    p.add_argument("--preset", default="cpu", choices=sorted(PRESETS), help="size preset (default cpu, about 17-25 "
+                   "min on 2 cores, by the CPU; tiny = every stage a few steps, for tests)")
     p.add_argument("--out", default="runs/speedrun", help="run directory (default runs/speedrun)")
     p.add_argument("--recipe", default="speedrun", choices=recipe_names(), help="recipe (default speedrun = all)")
     p.add_argument("--smoke", action="store_true", help="same as --preset tiny")

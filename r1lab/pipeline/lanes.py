@@ -1,23 +1,24 @@
 """A side lane: stages that do not depend on the main lane run in a second process beside it, the cores split.
 
-Idea: one process uses a small CPU's cores poorly — a cpu-demo pretraining step runs at 10.4k tok/s on 2 threads
-and 6.8k on 1 (the matmuls are small) — while two 1-thread processes do not slow each other down (7.2k and 15.9k
-tok/s side by side: the teacher and the dense student; docs/benchmarks.md, twenty-third session). The speedrun's
-dense student (its pretraining, RL-only training and evaluation) needs nothing of the teacher's R1 stages, so the
-recipe names it a side lane (``recipes.SideLane``). Once the lane's ``after`` stage is done, a child process runs
+Idea: one process uses a small CPU's cores poorly (the matmuls are small): on 2 cores a second thread makes a
+cpu-demo pretraining step only ~1.5× faster, while two 1-thread processes hardly slow each other down —
+``benchmarks/cpu_lanes.py``: the teacher's and the student's pretraining side by side do 1.25× the work per second of
+the two one after the other with 2 threads each (docs/benchmarks.md, twenty-third session). The speedrun's dense
+student (its pretraining, RL-only training and evaluation) needs nothing of the teacher's R1 stages, so the recipe
+names it a side lane (``recipes.SideLane``). Once the lane's ``after`` stage is done, a child process runs
 the lane's stages with ``side_threads`` torch threads, and the main lane's stages up to ``join`` run with the
 remaining threads (and as many generation workers); the main lane waits for the child before ``join``.
 
 Deterministic: which stage runs with how many threads is fixed by the plan (a main-lane stage between ``after`` and
 ``join`` always gets the reduced count, whether or not the child is still running), never by which lane happens to
-be faster, so a run repeats itself on one machine. Thread counts change float rounding, so a run with the lane
-(``r1lab speedrun --jobs 2``, the default on a CPU with two or more cores) and one without (``--jobs 1``) differ by
-rounding.
+be faster, so a run repeats itself on one machine. Thread counts change float rounding: the stages before the window
+train exactly as with ``--jobs 1`` (the speedrun's pretraining matched the twenty-second session's to the last digit),
+the later ones differ from it by rounding (``--jobs 2`` is the default on a CPU with two or more threads).
 
 Nothing is orphaned: the child asks the kernel for SIGTERM when its parent dies (Linux ``PR_SET_PDEATHSIG``) and the
 parent terminates it on any exception, so a killed run leaves no process writing into the run directory; rerunning
 the same command resumes both lanes from their checkpoints (``rundir``). The child's output goes to
-``run_dir/side-lane.log``; the parent relays its stage start/done lines as they appear.
+``run_dir/side-lane.log``; the parent relays its stage start/done lines between its own stages and while it waits.
 """
 
 from __future__ import annotations
