@@ -32,8 +32,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-STUDENT = {"n_routed_experts": 0, "num_nextn_predict_layers": 0, "num_hidden_layers": 2}  # the speedrun's student
-
 
 def worker(args: argparse.Namespace) -> None:
     """One process: build the model, warm up two steps, wait at the barrier, time ``steps`` steps, print JSON."""
@@ -41,7 +39,7 @@ def worker(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     from cpu_attention import packed_batch
-    from cpu_vocab import make_step
+    from cpu_vocab import STUDENT, make_step  # the speedrun's student; one AdamW pretraining step
 
     from r1lab.model import DeepSeekV3Config
 

@@ -170,6 +170,17 @@ class SideLane:
                                    + "\n".join(tail))
         self.joined = True
 
+    def records(self) -> dict[str, Any]:
+        """The lane stages' DONE records after ``join``; an error naming the first stage the lane did not finish."""
+        from r1lab.pipeline.rundir import read_done
+
+        out = {}
+        for name in self.spec.stages:
+            if (rec := read_done(self.run_dir / name)) is None:
+                raise RuntimeError(f"the side lane ended without finishing {name!r} (see {self.run_dir / LOG})")
+            out[name] = rec
+        return out
+
     def stop(self) -> None:
         """Terminate the child if it still runs (the main lane failed or was interrupted); its stages resume on the
         next run."""

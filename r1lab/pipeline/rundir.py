@@ -211,11 +211,7 @@ def _run_stages(recipe: Recipe, preset: str, run_dir: Path, runners: dict[str, R
                 continue
             if spec.name == lane.spec.join:
                 lane.join()
-                for name in lane.spec.stages:
-                    if (rec := read_done(run_dir / name)) is None:
-                        raise RuntimeError(f"the side lane ended without finishing {name!r} "
-                                           f"(see {run_dir / 'side-lane.log'})")
-                    done[name] = rec
+                done.update(lane.records())
             lane.set_threads(done)
         record = earlier.get(spec.name)
         if record is not None:
