@@ -258,6 +258,14 @@ def test_tiny_is_under_one_million():
     ("topk_group", 3, "topk_group"),
     ("q_lora_rank", 0, "q_lora_rank"),
     ("scoring_func", "relu", "scoring_func"),
+    ("n_group", None, "n_group"),
+    ("num_experts_per_tok", "2", "num_experts_per_tok"),
+    ("moe_intermediate_size", None, "moe_intermediate_size"),
+    ("n_routed_experts", -8, "n_routed_experts"),
+    ("n_shared_experts", -1, "n_shared_experts"),
+    ("rms_norm_eps", -1.0, "rms_norm_eps"),
+    ("max_position_embeddings", 0, "max_position_embeddings"),
+    ("rope_theta", "1e4", "rope_theta"),
 ])
 def test_inconsistent_config_names_the_field(field, value, fragment):
     with pytest.raises(ConfigError, match=fragment):
@@ -286,3 +294,18 @@ def test_config_roundtrip_and_legacy_rope_scaling(tmp_path):
     legacy.pop("rope_parameters")
     legacy["rope_scaling"] = {"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16}
     assert DeepSeekV3Config.from_dict(legacy).rope_parameters["rope_type"] == "yarn"
+
+
+def test_a_config_json_without_rope_scaling_means_plain_rope_as_in_transformers():
+    """transformers 4 writes "rope_scaling": null when there is none; a file may also leave every rope key out. Both
+    mean plain RoPE (and 4,096 positions when unsaid) in transformers, so they must here too."""
+    from transformers import DeepseekV3Config as HFConfig
+
+    base = {k: v for k, v in tiny().to_dict().items() if k not in ("rope_parameters", "rope_scaling",
+                                                                   "max_position_embeddings")}
+    for extra in ({}, {"rope_scaling": None}):
+        ours = DeepSeekV3Config.from_dict({**base, **extra})
+        theirs = HFConfig(**{**base, **extra})
+        assert ours.rope_parameters == {"rope_type": "default"}
+        assert theirs.rope_parameters["rope_type"] == "default"
+        assert ours.max_position_embeddings == theirs.max_position_embeddings == 4096

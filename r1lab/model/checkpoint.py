@@ -69,8 +69,24 @@ def to_hub_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 # ---------------------------------------------------------------------------------------------- hub → ours
-def from_hub_state_dict(hub: dict[str, torch.Tensor], config: DeepSeekV3Config) -> dict[str, torch.Tensor]:
-    """Hub names → our names: stack per-expert weights, move MTP layers, drop the MTP copies of shared tensors."""
+def hub_name(name: str, n_main: int) -> str:
+    """Our parameter name → the checkpoint's name (MTP modules are layers ``n_main + k`` there).
+
+    >>> hub_name("model.mtp.0.mlp.experts", 4), hub_name("model.norm.weight", 4)
+    ('model.layers.4.mlp.experts', 'model.norm.weight')
+    """
+    m = re.match(r"^model\.mtp\.(\d+)\.(.*)$", name)
+    return f"model.layers.{n_main + int(m.group(1))}.{m.group(2)}" if m else name
+
+
+def from_hub_state_dict(hub: dict[str, torch.Tensor], config: DeepSeekV3Config,
+                        problems: dict[str, list[str]] | None = None) -> dict[str, torch.Tensor]:
+    """Hub names → our names: stack per-expert weights, move MTP layers, drop the MTP copies of shared tensors.
+
+    Per-expert tensors that are missing, mis-shaped or beyond ``n_routed_experts`` are listed by their checkpoint
+    names: put in ``problems`` under our experts' prefix when given (that layer's experts are then left out, for the
+    caller's report), else raised as one CheckpointError.
+    """
     n_main = config.num_hidden_layers
     out: dict[str, torch.Tensor] = {}
     experts: dict[str, dict[int, dict[str, torch.Tensor]]] = {}
@@ -86,14 +102,32 @@ def from_hub_state_dict(hub: dict[str, torch.Tensor], config: DeepSeekV3Config) 
             experts.setdefault(e.group(1), {}).setdefault(int(e.group(2)), {})[e.group(3)] = tensor
             continue
         out[name] = tensor
+    d, i = config.hidden_size, config.moe_intermediate_size
+    shapes = {"gate_proj": (i, d), "up_proj": (i, d), "down_proj": (d, i)}
+    found: dict[str, list[str]] = {}
     for prefix, by_index in experts.items():
-        missing = [f"{prefix}.{j}.{p}.weight" for j in range(config.n_routed_experts)
-                   for p in ("gate_proj", "up_proj", "down_proj") if p not in by_index.get(j, {})]
-        if missing:
-            raise CheckpointError("missing expert tensors:\n  " + "\n  ".join(missing[:50]))
+        hub_prefix = hub_name(prefix, n_main)
+        bad = [f"unexpected: {hub_prefix}.{j}.{p}.weight (n_routed_experts = {config.n_routed_experts})"
+               for j in sorted(by_index) if j >= config.n_routed_experts for p in sorted(by_index[j])]
+        for j in range(config.n_routed_experts):
+            for p, shape in shapes.items():
+                t = by_index.get(j, {}).get(p)
+                if t is None:
+                    bad.append(f"missing: {hub_prefix}.{j}.{p}.weight {shape}")
+                elif tuple(t.shape) != shape:
+                    bad.append(f"mis-shaped: {hub_prefix}.{j}.{p}.weight expected {shape} got {tuple(t.shape)}")
+        if bad:
+            found[prefix] = bad
+            continue
+        ids = range(config.n_routed_experts)
         out[f"{prefix}.gate_up_proj"] = torch.stack(
-            [torch.cat([by_index[j]["gate_proj"], by_index[j]["up_proj"]], dim=0) for j in sorted(by_index)])
-        out[f"{prefix}.down_proj"] = torch.stack([by_index[j]["down_proj"] for j in sorted(by_index)])
+            [torch.cat([by_index[j]["gate_proj"], by_index[j]["up_proj"]], dim=0) for j in ids])
+        out[f"{prefix}.down_proj"] = torch.stack([by_index[j]["down_proj"] for j in ids])
+    if found and problems is None:
+        lines = [line for bad in found.values() for line in bad]
+        raise CheckpointError("expert tensors do not match the config:\n  " + "\n  ".join(lines[:50]))
+    if problems is not None:
+        problems.update(found)
     return out
 
 
@@ -108,9 +142,20 @@ def _parse_size(size: int | str) -> int:
     return int(float(m.group(1)) * units[m.group(2)])
 
 
+FP8_QUANTIZATION_CONFIG = {"activation_scheme": "dynamic", "fmt": "e4m3", "quant_method": "fp8",
+                           "weight_block_size": [128, 128]}  # what DeepSeek-V3's released config.json says
+
+
 def save_pretrained(model: torch.nn.Module, directory: str | os.PathLike, max_shard_size: int | str = "5GB",
-                    dtype: torch.dtype | None = None) -> Path:
-    """Write config.json + safetensors (one file, or shards + model.safetensors.index.json) atomically."""
+                    dtype: torch.dtype | None = None, fp8: bool = False) -> Path:
+    """Write config.json + safetensors (one file, or shards + model.safetensors.index.json) atomically.
+
+    ``fp8=True`` writes DeepSeek's FP8 checkpoint format: the linear layers' weights (not embeddings, head, norms or
+    the router; ``fp8.default_checkpoint_include``) as float8_e4m3fn with a ``weight_scale_inv`` fp32 multiplier per
+    128×128 block, the rest in ``dtype`` (default: as stored), and ``quantization_config`` in config.json.
+    """
+    from ..fp8 import quantize_state_dict
+
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     hub = to_hub_state_dict(model)
@@ -121,6 +166,8 @@ def save_pretrained(model: torch.nn.Module, directory: str | os.PathLike, max_sh
         if dtype is not None and v.is_floating_point() and not k.endswith("e_score_correction_bias"):
             v = v.to(dtype)
         tensors[k] = v.to("cpu").contiguous()
+    if fp8:
+        tensors = {k: v.contiguous() for k, v in quantize_state_dict(tensors).items()}
     shards: list[dict[str, torch.Tensor]] = [{}]
     size = 0
     for k in sorted(tensors):
@@ -150,6 +197,7 @@ def save_pretrained(model: torch.nn.Module, directory: str | os.PathLike, max_sh
     config = model.config
     if dtype is not None:
         config = config.replace(dtype=str(dtype).replace("torch.", ""))
+    config = config.replace(quantization_config=dict(FP8_QUANTIZATION_CONFIG) if fp8 else None)
     config.save_pretrained(directory)
     return directory
 
@@ -193,23 +241,36 @@ def load_pretrained(directory: str | os.PathLike, dtype: torch.dtype | None = No
     hub = read_safetensors(directory)
     if any(k.endswith("weight_scale_inv") for k in hub):
         from ..fp8 import dequantize_state_dict
-        hub = dequantize_state_dict(hub, dtype=dtype or torch.bfloat16)
+        hub = dequantize_state_dict(hub, dtype=dtype or _checkpoint_dtype(hub, skip_fp8=True))
+    if config.quantization_config is not None:
+        config = config.replace(quantization_config=None)  # the weights are dequantised now
     n_main = config.num_hidden_layers
     if config.num_nextn_predict_layers and not any(
             (m := _LAYER_RE.match(k)) and int(m.group(1)) >= n_main for k in hub):
         log.warning("%s: config.json says num_nextn_predict_layers=%d but the checkpoint has no MTP tensors "
                     "(transformers drops them); loading without MTP", directory, config.num_nextn_predict_layers)
         config = config.replace(num_nextn_predict_layers=0)
-    state = from_hub_state_dict(hub, config)
+    expert_problems: dict[str, list[str]] = {}
+    state = from_hub_state_dict(hub, config, problems=expert_problems)
     with torch.device("meta"):
         model = DeepSeekV3ForCausalLM(config, init_weights=False)
     expected = model.state_dict()
     if config.tie_word_embeddings:
         expected.pop("lm_head.weight", None)
-    problems = [f"missing: {k} {tuple(v.shape)}" for k, v in expected.items() if k not in state]
-    problems += [f"mis-shaped: {k} expected {tuple(expected[k].shape)} got {tuple(state[k].shape)}"
+    stacked = re.compile(r"^(.*\.mlp\.experts)\.(gate_up_proj|down_proj)$")
+    problems = [line for bad in expert_problems.values() for line in bad]
+    for k, v in expected.items():
+        if k in state:
+            continue
+        m = stacked.match(k)
+        if m is None:
+            problems.append(f"missing: {hub_name(k, n_main)} {tuple(v.shape)}")
+        elif m.group(1) not in expert_problems and m.group(2) == "gate_up_proj":  # no expert of the layer at all
+            problems.append(f"missing: {hub_name(m.group(1), n_main)}.{{0..{config.n_routed_experts - 1}}}"
+                            ".{gate_proj,up_proj,down_proj}.weight (every expert of the layer)")
+    problems += [f"mis-shaped: {hub_name(k, n_main)} expected {tuple(expected[k].shape)} got {tuple(state[k].shape)}"
                  for k in expected if k in state and state[k].shape != expected[k].shape]
-    problems += [f"unexpected: {k}" for k in state if k not in expected]
+    problems += [f"unexpected: {hub_name(k, n_main)}" for k in state if k not in expected]
     if problems:
         raise CheckpointError(f"{directory}: checkpoint does not match config.json:\n  " + "\n  ".join(problems))
     model.to_empty(device=device)
@@ -222,11 +283,16 @@ def load_pretrained(directory: str | os.PathLike, dtype: torch.dtype | None = No
     return model
 
 
-def _checkpoint_dtype(state: dict[str, torch.Tensor]) -> torch.dtype:
+def _checkpoint_dtype(state: dict[str, torch.Tensor], skip_fp8: bool = False) -> torch.dtype:
+    """The dtype the checkpoint stores its weights in (skip_fp8: that of the tensors left unquantised, bf16 when
+    every one is FP8 or fp32 scale)."""
     for k, v in state.items():
-        if v.is_floating_point() and not k.endswith("e_score_correction_bias"):
-            return v.dtype
-    return torch.float32
+        if not v.is_floating_point() or k.endswith(("e_score_correction_bias", "weight_scale_inv")):
+            continue
+        if skip_fp8 and v.dtype == torch.float8_e4m3fn:
+            continue
+        return v.dtype
+    return torch.bfloat16 if skip_fp8 else torch.float32
 
 
 def _reset_nonpersistent_buffers(model, device) -> None:

@@ -4,7 +4,12 @@ Field names are those of ``transformers.DeepseekV3Config`` (and of the hub's ``c
 ``model_type: deepseek_v3``), so a config.json written here loads there and the reverse. Deliberate additions, all
 optional and ignored by transformers: ``scoring_func`` (``"sigmoid"`` as V3, or ``"softmax"`` as V2),
 ``moe_impl`` (``"grouped"`` fast path or ``"loop"`` reference path), ``mtp_loss_weight`` (λ, V3 report §2.2) and
-``aux_loss_alpha`` (α of the complementary sequence-wise balance loss, V3 report eq. 17-20).
+``aux_loss_alpha`` (α of the complementary sequence-wise balance loss, V3 report eq. 17-20; the key of that name in
+DeepSeek's own config.json says 0.001 where the report says 0.0001, and the trainers take a file's value).
+
+Defaults are transformers' defaults (the 671B shapes, plain RoPE, 4,096 positions), so a config.json that leaves a key
+out — or writes ``"rope_scaling": null`` as transformers 4 does without scaling — means the same model in both
+libraries.
 
 RoPE scaling: transformers 4 wrote ``rope_scaling`` (with ``type`` or ``rope_type``) plus a top-level ``rope_theta``;
 transformers 5 writes ``rope_parameters`` (with ``rope_type`` and ``rope_theta`` inside). Both are read; we keep the
@@ -16,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -77,23 +82,14 @@ class DeepSeekV3Config:
     """Number D of sequential multi-token-prediction modules (0 disables MTP)."""
     hidden_act: str = "silu"
     """Activation of the SwiGLU FFNs (only silu is supported)."""
-    max_position_embeddings: int = 163840
-    """Longest context the model is configured for (after YaRN extension)."""
+    max_position_embeddings: int = 4096
+    """Longest context the model is configured for (after YaRN extension; DeepSeek-V3: 163,840)."""
     rope_theta: float = 10000.0
     """RoPE base."""
-    rope_parameters: dict[str, Any] | None = field(
-        default_factory=lambda: {
-            "rope_type": "yarn",
-            "factor": 40.0,
-            "original_max_position_embeddings": 4096,
-            "beta_fast": 32.0,
-            "beta_slow": 1.0,
-            "mscale": 1.0,
-            "mscale_all_dim": 1.0,
-        }
-    )
+    rope_parameters: dict[str, Any] | None = None
     """RoPE scaling in transformers-5 form (``rope_type`` "default" or "yarn", factor, original_max_position_embeddings,
-    beta_fast, beta_slow, mscale, mscale_all_dim). The legacy ``rope_scaling`` key is accepted on load."""
+    beta_fast, beta_slow, mscale, mscale_all_dim); None = plain RoPE (DeepSeek-V3: yarn, factor 40, original 4,096,
+    mscale 1, mscale_all_dim 1). The legacy ``rope_scaling`` key is accepted on load."""
     rope_interleave: bool = True
     """RoPE dims are stored as interleaved pairs (x0,x1),(x2,x3)… as in DeepSeek checkpoints (only True supported)."""
     rms_norm_eps: float = 1e-6
@@ -117,9 +113,14 @@ class DeepSeekV3Config:
     mtp_loss_weight: float = 0.3
     """λ: weight of the MTP loss (V3: 0.3 for the first 10T tokens, then 0.1). Used by the trainers."""
     aux_loss_alpha: float = 1e-4
-    """α: weight of the complementary sequence-wise balance loss (V3: 0.0001). Used by the trainers."""
+    """α: weight of the complementary sequence-wise balance loss (V3 report: 0.0001; DeepSeek's released config.json
+    says 0.001). Used by the trainers unless ``--balance-alpha`` is given."""
     dtype: str | None = None
     """Storage dtype written by save_pretrained (informational, as transformers' ``dtype``)."""
+    quantization_config: dict[str, Any] | None = None
+    """Set in the config.json of an FP8 checkpoint (``save_pretrained(..., fp8=True)``), as DeepSeek's release writes
+    it: ``{"quant_method": "fp8", "fmt": "e4m3", "activation_scheme": "dynamic", "weight_block_size": [128, 128]}``.
+    Loading dequantises such a checkpoint and drops it; None (not written) otherwise."""
 
     # ------------------------------------------------------------------ validation and derived values
     def __post_init__(self) -> None:
@@ -133,11 +134,23 @@ class DeepSeekV3Config:
     def validate(self) -> None:
         """Raise ConfigError naming the first inconsistent field."""
         positive = ["vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "kv_lora_rank",
-                    "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "intermediate_size"]
-        for name in positive:
-            if not isinstance(getattr(self, name), int) or getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
-        if self.q_lora_rank is not None and self.q_lora_rank <= 0:
+                    "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "intermediate_size",
+                    "max_position_embeddings"]
+        non_negative = ["n_routed_experts", "n_shared_experts", "num_experts_per_tok", "n_group", "topk_group",
+                        "moe_intermediate_size", "first_k_dense_replace", "num_nextn_predict_layers"]
+        for names, low in ((positive, 1), (non_negative, 0)):
+            for name in names:
+                value = getattr(self, name)
+                if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                    kind = "a positive integer" if low else "an integer >= 0"
+                    raise ConfigError(f"{name} must be {kind}, got {value!r}")
+        for name, strict in (("rms_norm_eps", True), ("routed_scaling_factor", True), ("rope_theta", True),
+                             ("initializer_range", False), ("mtp_loss_weight", False), ("aux_loss_alpha", False)):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not (value > 0 if strict else
+                                                                                    value >= 0):
+                raise ConfigError(f"{name} must be a {'positive' if strict else 'non-negative'} number, got {value!r}")
+        if self.q_lora_rank is not None and (not isinstance(self.q_lora_rank, int) or self.q_lora_rank <= 0):
             raise ConfigError(f"q_lora_rank must be a positive integer or null, got {self.q_lora_rank!r}")
         if self.qk_rope_head_dim % 2:
             raise ConfigError(f"qk_rope_head_dim must be even (RoPE rotates pairs), got {self.qk_rope_head_dim}")
@@ -232,6 +245,8 @@ class DeepSeekV3Config:
         out["num_mtp_layers"] = self.num_nextn_predict_layers
         out["qk_head_dim"] = self.qk_head_dim
         out["head_dim"] = self.qk_rope_head_dim
+        if out["quantization_config"] is None:  # transformers reads the key's presence as "quantized"
+            del out["quantization_config"]
         return out
 
     @classmethod

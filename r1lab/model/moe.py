@@ -73,14 +73,14 @@ class Router(KeepsFP32Buffers):
         choice_NE = scores_NE.detach() + self.e_score_correction_bias.float()
         if self.n_group > 1:
             n = choice_NE.shape[0]
-            grouped_NGX = choice_NE.view(n, self.n_group, -1)
+            grouped_NGX = choice_NE.view(n, self.n_group, self.n_experts // self.n_group)  # n may be 0
             if self.scoring == "sigmoid":
                 group_NG = grouped_NGX.topk(2, dim=-1).values.sum(-1)
             else:
                 group_NG = grouped_NGX.amax(dim=-1)
             keep_NG = torch.zeros_like(group_NG, dtype=torch.bool)
             keep_NG.scatter_(1, group_NG.topk(self.topk_group, dim=-1).indices, True)
-            choice_NE = choice_NE.masked_fill(~keep_NG[:, :, None].expand_as(grouped_NGX).reshape(n, -1),
+            choice_NE = choice_NE.masked_fill(~keep_NG[:, :, None].expand_as(grouped_NGX).reshape(n, self.n_experts),
                                               float("-inf"))
         indices_NK = choice_NE.topk(self.top_k, dim=-1).indices
         weights_NK = scores_NE.gather(1, indices_NK)

@@ -159,6 +159,9 @@ class DeepSeekV3ForCausalLM(nn.Module):
         ``mtp_loss=False`` skips the MTP modules' loss (and their forward) even with labels, for trainers that give
         it no weight.
         """
+        if input_ids.dim() != 2 or input_ids.shape[0] == 0 or input_ids.shape[1] == 0:
+            raise ValueError(f"input_ids must be [batch, tokens] with at least one token, got shape "
+                             f"{tuple(input_ids.shape)}")
         if logits_at is not None and labels is not None:
             raise ValueError("logits_at computes logits at chosen positions only; it cannot be combined with labels")
         segments_BT = doc_ids if doc_ids is not None else attention_mask
