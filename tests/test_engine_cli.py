@@ -75,6 +75,28 @@ def test_chat_streams_and_exits(model_dir):
     assert "(conversation cleared)" in res.stdout
 
 
+def test_generate_max_model_len_beyond_the_context_is_an_error(model_dir, tmp_path):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"prompt": "hello"}) + "\n", encoding="utf-8")
+    res = _run(["generate", "--model", str(model_dir), "--prompts", str(prompts), "--out", str(tmp_path / "o.jsonl"),
+                "--max-model-len", "1000", "--device", "cpu"])
+    assert res.returncode == 2, res.stderr
+    assert "error: --max-model-len: max_model_len 1000 exceeds the model's context" in res.stderr
+    assert "512" in res.stderr
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_chat_drops_an_over_long_message_and_goes_on(model_dir):
+    long_message = " ".join(f"word{i} plus {i * 7}" for i in range(400))  # far past the 512-token context
+    res = _run(["chat", "--model", str(model_dir), "--max-tokens", "4", "--seed", "1", "--device", "cpu"],
+               stdin=f"{long_message}\nhello\n/exit\n")
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    note = [line for line in lines if line.startswith("message too long for the context: ")]
+    assert len(note) == 1 and "tokens > 511 (max_model_len 512" in note[0], res.stdout
+    assert sum(line.startswith("[think] ") for line in lines) == 1  # the next message was answered
+
+
 def test_think_printer_separates_reasoning():
     buf = io.StringIO()
     p = ThinkPrinter(buf, color=False, thinking=True)

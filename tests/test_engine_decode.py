@@ -86,10 +86,13 @@ def test_n_samples_share_prefill_and_match_separate_seeded_requests(model):
     shared = llm.generate(prompt_token_ids=[PROMPTS[0]],
                           sampling_params=SamplingParams(n=3, temperature=1.0, max_tokens=10, seed=5))[0]
     assert [c.index for c in shared.outputs] == [0, 1, 2]
-    separate = llm.generate(prompt_token_ids=[PROMPTS[0]] * 3,
-                            sampling_params=[SamplingParams(temperature=1.0, max_tokens=10, seed=s) for s in (5, 6, 7)])
-    for comp, req in zip(shared.outputs, separate):
-        assert comp.token_ids == req.outputs[0].token_ids
+    # one slot: every sample prefilled on its own (sample j's stream is (seed, j, prompt), params.stream_seed)
+    separate = LLM(model, max_batch_size=1).generate(
+        prompt_token_ids=[PROMPTS[0]], sampling_params=SamplingParams(n=3, temperature=1.0, max_tokens=10, seed=5))[0]
+    assert [c.token_ids for c in separate.outputs] == [c.token_ids for c in shared.outputs]
+    first = llm.generate(prompt_token_ids=[PROMPTS[0]],
+                         sampling_params=SamplingParams(temperature=1.0, max_tokens=10, seed=5))[0]
+    assert first.outputs[0].token_ids == shared.outputs[0].token_ids  # sample 0 is the n = 1 request's sample
     # n larger than the slots: samples wait for free slots and are prefilled again, same result
     small = LLM(model, max_batch_size=2).generate(
         prompt_token_ids=[PROMPTS[0]], sampling_params=SamplingParams(n=3, temperature=1.0, max_tokens=10, seed=5))[0]

@@ -2,8 +2,9 @@
 
 Text inside <think>…</think> is printed dim (on a terminal) or after a "[think]" marker (when piped), the answer after
 it plainly (after "[answer]" when piped). Commands: /exit quits, /reset forgets the conversation. End of input also
-quits. The prompt is the tokenizer's chat template (R1's forces the reply to open with "<think>\\n"); a tokenizer
-without a chat template gets "User: …\\nAssistant:" turns.
+quits. A message that, with the conversation before it, does not fit the context is dropped with a one-line note
+and the session goes on. The prompt is the tokenizer's chat template (R1's forces the reply to open with
+"<think>\\n"); a tokenizer without a chat template gets "User: …\\nAssistant:" turns.
 
 Example:
   r1lab chat --model runs/r1/model --temperature 0.6
@@ -98,8 +99,38 @@ def render(tokenizer, messages: list[dict]) -> str:
     return turns + "Assistant:"
 
 
+def stream_reply(llm, prompt: str, sp, color: bool) -> str:
+    """Stream the model's reply to ``prompt`` to stdout (reasoning shown apart); return the reply's text (with the
+    template's forced "<think>\\n" opening put back). Raises ``ContextLengthError`` before printing anything when the
+    prompt leaves no room in the context."""
+    opened = prompt.rstrip().endswith("<think>")
+    printer = ThinkPrinter(sys.stdout, color, thinking=opened)
+    ids: list[int] = []
+    shown = ""
+    for token in llm.stream(prompt, sp):
+        ids.append(token)
+        text = llm.decode(ids)
+        if text.endswith("\ufffd"):  # an incomplete UTF-8 sequence: wait for the next token
+            continue
+        printer.write(text[len(shown):])
+        shown = text
+    printer.end()
+    return ("<think>\n" if opened else "") + llm.decode(ids)
+
+
+def too_long_message(err) -> str:
+    """The one line shown for a message that does not fit the context (``err``: a ContextLengthError).
+
+    >>> from r1lab.engine import ContextLengthError
+    >>> too_long_message(ContextLengthError("x", 600, 512))
+    'message too long for the context: 600 tokens > 511 (max_model_len 512 leaves no room to reply); message dropped'
+    """
+    return (f"message too long for the context: {err.tokens} tokens > {err.limit - 1} (max_model_len {err.limit} "
+            f"leaves no room to reply); message dropped")
+
+
 def main(args) -> int:
-    from ..engine import LLM, SamplingParams
+    from ..engine import LLM, ContextLengthError, SamplingParams
 
     llm = LLM(args.model, tokenizer=args.tokenizer, device=args.device)
     tok = llm.tokenizer
@@ -125,19 +156,11 @@ def main(args) -> int:
             print("(conversation cleared)", flush=True)
             continue
         messages.append({"role": "user", "content": line})
-        prompt = render(tok, messages)
-        opened = prompt.rstrip().endswith("<think>")
-        printer = ThinkPrinter(sys.stdout, color, thinking=opened)
-        ids: list[int] = []
-        shown = ""
-        for token in llm.stream(prompt, sp):
-            ids.append(token)
-            text = llm.decode(ids)
-            if text.endswith("\ufffd"):  # an incomplete UTF-8 sequence: wait for the next token
-                continue
-            printer.write(text[len(shown):])
-            shown = text
-        printer.end()
-        reply = llm.decode(ids)
-        messages.append({"role": "assistant", "content": ("<think>\n" if opened else "") + reply})
+        try:
+            reply = stream_reply(llm, render(tok, messages), sp, color)
+        except ContextLengthError as err:  # the session goes on without this message
+            messages.pop()
+            print(too_long_message(err), flush=True)
+            continue
+        messages.append({"role": "assistant", "content": reply})
     return 0

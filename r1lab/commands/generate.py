@@ -37,7 +37,8 @@ def add_arguments(p) -> None:
     p.add_argument("--template", choices=["r1-zero", "r1", "none"], default="r1-zero",
                    help="prompt template (default r1-zero)")
     p.add_argument("--max-batch-size", type=int, default=64, help="sequences decoded together (default 64)")
-    p.add_argument("--max-model-len", type=int, default=None, help="context length (default: the model's, ≤ 8192)")
+    p.add_argument("--max-model-len", type=int, default=None,
+                   help="context length (default: the model's, ≤ 8192; more than the model's is an error)")
     p.add_argument("--mtp", action="store_true", help="MTP speculative decoding (DeepSeek-V3 models with MTP)")
     p.add_argument("--device", default=None, help="cuda / cpu (default: cuda when available)")
     p.add_argument("--compile", action="store_true", help="torch.compile the decode step (CUDA graphs; CUDA only)")
@@ -64,7 +65,7 @@ def apply_template(name: str, question: str, tokenizer) -> str:
 
 
 def main(args) -> int:
-    from ..engine import LLM, SamplingParams
+    from ..engine import LLM, ContextLengthError, SamplingParams
 
     try:
         rows = read_prompts(args.prompts)
@@ -73,8 +74,12 @@ def main(args) -> int:
     except (CorpusError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    llm = LLM(args.model, tokenizer=args.tokenizer, speculative_mtp=args.mtp, max_batch_size=args.max_batch_size,
-              max_model_len=args.max_model_len, device=args.device, compile=args.compile)
+    try:
+        llm = LLM(args.model, tokenizer=args.tokenizer, speculative_mtp=args.mtp, max_batch_size=args.max_batch_size,
+                  max_model_len=args.max_model_len, device=args.device, compile=args.compile)
+    except ContextLengthError as err:  # --max-model-len beyond the model's context
+        print(f"error: --max-model-len: {err}", file=sys.stderr)
+        return 2
     if llm.tokenizer is None:
         print(f"error: {args.model} has no tokenizer files; pass --tokenizer DIR", file=sys.stderr)
         return 2

@@ -7,6 +7,6 @@
 """
 
 from .llm import LLM
-from .params import CompletionOutput, GenerationStats, RequestOutput, SamplingParams
+from .params import CompletionOutput, ContextLengthError, GenerationStats, RequestOutput, SamplingParams
 
-__all__ = ["LLM", "CompletionOutput", "GenerationStats", "RequestOutput", "SamplingParams"]
+__all__ = ["LLM", "CompletionOutput", "ContextLengthError", "GenerationStats", "RequestOutput", "SamplingParams"]

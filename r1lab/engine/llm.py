@@ -34,7 +34,8 @@ from torch import nn
 from ..model import DeepSeekV3ForCausalLM
 from .cache import LatentCache, batch_bucket, bucket
 from .dense import DenseRunner, unsupported_reason
-from .params import GenerationStats, RequestOutput, SamplingParams, stream_seed
+from .params import (ContextLengthError, GenerationStats, RequestOutput, SamplingParams, resolve_max_model_len,
+                     stream_seed)
 from .runner import DeepSeekRunner
 from .sampler import RowNoise, RowParams, sample
 from .scheduler import Scheduler, Sequence
@@ -139,8 +140,8 @@ class LLM:
         directory's, if it has one), a directory, or an object with encode/decode. speculative_mtp /
         num_speculative_tokens: MTP drafts per step (DeepSeek models with MTP modules). max_batch_size: cache slots
         per process (sequences decoded together; default 256 on a CPU, 64 on CUDA; fewer when the cache would not
-        fit in 40 % of the free memory). max_model_len: context length (default: the config's, at most 8192); the
-        latent cache is preallocated for max_batch_size × max_model_len. device: default the module's own device,
+        fit in 40 % of the free memory). max_model_len: context length (default: the config's, at most 8192; more than
+        the config's max_position_embeddings is a ``ContextLengthError``, a ValueError); the latent cache is preallocated for max_batch_size × max_model_len. device: default the module's own device,
         else CUDA when available. dtype: for directories only (default bf16 on CUDA, fp32 on CPU); a module keeps
         its dtype. compile: torch.compile the decode step, the speculative verification and the MTP draft windows
         with CUDA graphs (CUDA only; a dict = torch.compile arguments on any device, see ``runner.GraphSteps``).
@@ -166,8 +167,7 @@ class LLM:
         if max_batch_size <= 0:
             raise ValueError(f"max_batch_size must be positive, got {max_batch_size}")
         self.max_batch_size = max_batch_size
-        limit = int(getattr(model.config, "max_position_embeddings", DEFAULT_MAX_MODEL_LEN))
-        self.max_model_len = int(max_model_len) if max_model_len else min(limit, DEFAULT_MAX_MODEL_LEN)
+        self.max_model_len = resolve_max_model_len(max_model_len, model.config, DEFAULT_MAX_MODEL_LEN)
         self.spec_k = 0
         if speculative_mtp:
             if not self.is_deepseek or len(model.model.mtp) == 0:
@@ -353,8 +353,9 @@ class LLM:
             if not p:
                 raise ValueError(f"prompt {i} is empty")
             if len(p) >= self.max_model_len:
-                raise ValueError(f"prompt {i} has {len(p)} tokens; the context (max_model_len) is "
-                                 f"{self.max_model_len}, leaving no room to generate")
+                raise ContextLengthError(f"prompt {i} has {len(p)} tokens; the context (max_model_len) is "
+                                         f"{self.max_model_len}, leaving no room to generate", len(p),
+                                         self.max_model_len)
             if min(p) < 0 or max(p) >= vocab:
                 raise ValueError(f"prompt {i}: token id out of range [0, {vocab})")
         return texts, ids
@@ -440,7 +441,7 @@ class LLM:
             gen = None
             if p.seed is not None:
                 gen = torch.Generator(device=self.device)
-                gen.manual_seed(stream_seed(p.seed + j, prompt))
+                gen.manual_seed(stream_seed(p.seed, j, prompt))
             out.append(Sequence(req, j, prompt, p, stop_ids, self.max_model_len, generator=gen))
         return out
 

@@ -54,8 +54,23 @@ def _top_p_filter(logits_NV: torch.Tensor, top_p: float) -> torch.Tensor:
     return torch.full_like(logits_NV, float("-inf")).scatter(-1, idx_NV, sorted_NV)
 
 
+def check_prompt_lengths(prompts: list[list[int]], model: nn.Module) -> int | None:
+    """The model's context (``config.max_position_embeddings``; None when the config names none, and nothing is
+    checked); raise ValueError for a prompt that leaves no room to generate within it."""
+    context = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if not isinstance(context, int):
+        return None
+    for i, p in enumerate(prompts):
+        if len(p) >= context:
+            raise ValueError(f"prompt {i} has {len(p)} tokens; the model's context (max_position_embeddings) is "
+                             f"{context}, leaving no room to generate")
+    return context
+
+
 class NaiveSampler:
-    """Batched ancestral sampling with a full forward per token (no cache); see the module docstring."""
+    """Batched ancestral sampling with a full forward per token (no cache); see the module docstring. A prompt that
+    does not fit the model's context is a ValueError; a completion that reaches the context ends there ("length"),
+    as the engine's do at its max_model_len."""
 
     def __init__(self, model: nn.Module, eos_id: int, pad_id: int, chunk_size: int = 64):
         self.model, self.eos_id, self.pad_id, self.chunk_size = model, eos_id, pad_id, chunk_size
@@ -66,15 +81,19 @@ class NaiveSampler:
     @torch.no_grad()
     def sample(self, prompts: list[list[int]], n: int, max_new_tokens: int, temperature: float, top_p: float,
                seed: int) -> list[list[Sample]]:
+        context = check_prompt_lengths(prompts, self.model)
         rows = [p for p in prompts for _ in range(n)]
         gen = torch.Generator().manual_seed(seed)
         out: list[Sample] = []
         for lo in range(0, len(rows), self.chunk_size):
-            out += self._sample_rows(rows[lo : lo + self.chunk_size], max_new_tokens, temperature, top_p, gen)
+            chunk = rows[lo : lo + self.chunk_size]
+            room = [max_new_tokens if context is None else min(max_new_tokens, context - len(r)) for r in chunk]
+            out += self._sample_rows(chunk, room, temperature, top_p, gen)
         return [out[i * n : (i + 1) * n] for i in range(len(prompts))]
 
-    def _sample_rows(self, rows: list[list[int]], max_new: int, temperature: float, top_p: float,
+    def _sample_rows(self, rows: list[list[int]], room: list[int], temperature: float, top_p: float,
                      gen: torch.Generator) -> list[Sample]:
+        """Sample each row until EOS or its ``room`` (new tokens it may have) runs out."""
         was_training = self.model.training
         self.model.eval()
         device = next(self.model.parameters()).device
@@ -83,8 +102,9 @@ class NaiveSampler:
         mask_NS = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
         n = len(rows)
         done_N = torch.zeros(n, dtype=torch.bool, device=device)
+        room_N = torch.tensor(room, device=device)
         tokens, logps = [], []
-        for _ in range(max_new):
+        for step in range(max(room)):
             positions_NS = (mask_NS.cumsum(dim=1) - 1).clamp(min=0)
             logits_NV = self.model(input_ids=ids_NS, attention_mask=mask_NS, position_ids=positions_NS,
                                    logits_to_keep=1).logits[:, -1].float()
@@ -99,13 +119,14 @@ class NaiveSampler:
             logps.append(logp_NV.gather(1, tok_N[:, None]).squeeze(1))
             ids_NS = torch.cat([ids_NS, tok_N[:, None]], dim=1)
             mask_NS = torch.cat([mask_NS, (~done_N).long()[:, None]], dim=1)
-            done_N |= tok_N == self.eos_id
+            done_N |= (tok_N == self.eos_id) | (room_N <= step + 1)
             if bool(done_N.all()):
                 break
         self.model.train(was_training)
         tok_NT, logp_NT = torch.stack(tokens, 1).tolist(), torch.stack(logps, 1).tolist()
         samples = []
-        for toks, lps in zip(tok_NT, logp_NT):
+        for toks, lps, limit in zip(tok_NT, logp_NT, room):
+            toks, lps = toks[:limit], lps[:limit]
             end = toks.index(self.eos_id) + 1 if self.eos_id in toks else len(toks)
             samples.append(Sample(toks[:end], lps[:end], "stop" if self.eos_id in toks[:end] else "length"))
         return samples
@@ -145,9 +166,19 @@ def _engine_sample(o) -> Sample:
     return Sample(ids, lps, "length" if o.finish_reason == "length" else "stop")
 
 
+def _is_context_error(err: Exception) -> bool:
+    """Whether ``err`` is the engine's ``ContextLengthError`` (False when the engine cannot be imported)."""
+    try:
+        from r1lab.engine import ContextLengthError
+    except ImportError:
+        return False
+    return isinstance(err, ContextLengthError)
+
+
 def make_sampler(model: nn.Module, tokenizer, kind: str = "auto", **engine_kwargs) -> Sampler:
     """"engine" (r1lab.engine, error if missing), "naive", or "auto" (the engine if importable and it supports
-    the model, else naive)."""
+    the model, else naive). A ``max_model_len`` in ``engine_kwargs`` beyond the model's context is an error in every
+    kind that tries the engine (``r1lab.engine.ContextLengthError``), never a fallback."""
     if kind not in ("auto", "engine", "naive"):
         raise ValueError(f"sampler must be 'auto', 'engine' or 'naive', got {kind!r}")
     if kind != "naive":
@@ -156,7 +187,8 @@ def make_sampler(model: nn.Module, tokenizer, kind: str = "auto", **engine_kwarg
 
             return EngineSampler(engine.LLM(model, tokenizer=tokenizer, **engine_kwargs), engine)
         except Exception as err:  # noqa: BLE001 - any engine problem falls back in "auto"
-            if kind == "engine":
+            # ... except a context error: the naive sampler would run the same prompts past the model's context
+            if kind == "engine" or _is_context_error(err):
                 raise
             import logging
 
