@@ -34,6 +34,26 @@ def test_assert_tests_and_early_exit_hack():
     assert code_reward(f"```python\n{hack}\n```", tests, timeout=5) == 0.0
 
 
+def test_objects_that_equal_everything_do_not_pass_assert_tests():
+    """A returned object whose __eq__ / __bool__ always says True (or a list subclass doing so) gets 0 on assert
+    tests, including the built-in code family's merged asserts; honest answers of any plain type still pass."""
+    from r1lab.tasks import make_split, task_reward
+
+    always = "class A:\n    __eq__ = lambda s, o: True\n    __bool__ = lambda s: True\n"
+    hacks = [always + "def f(*a):\n    return A()", "class L(list):\n    __eq__ = lambda s, o: True\n"
+             "def f(*a):\n    return L()", always + "def sq(x):\n    return A()"]
+    tests = [{"assert": "assert sq(3) == 9"}, {"assert": "f(2) == 7"}, {"assert": "assert f(1)"},
+             {"assert": "assert f(2) != 3 and not f(5) < 0"}]
+    for hack in hacks:
+        assert code_reward(f"```python\n{hack}\n```", tests, timeout=5) == 0.0
+    problem = make_split("val", 1, families=["code"])[0]
+    assert task_reward(f"```python\n{hacks[0]}\n```", problem) == 0.0
+    honest = "def f(x):\n    return {'n': [x, (x, None)], 's': {x}}\ndef sq(x):\n    return x * x * 1.0"
+    plain = [{"assert": "assert sq(3) == 9"}, {"assert": "f(2) == {'n': [2, (2, None)], 's': {2}}"},
+             {"assert": "assert f(1) and sq(2) >= 4 and sq(2) != 5"}, {"assert": "assert 2 in f(2)['n']"}]
+    assert code_reward(f"```python\n{honest}\n```", plain, timeout=5) == 1.0
+
+
 def test_output_comparison_strips_lines():
     assert run_test("print('  a  ')\nprint('b')\nprint()", {"input": "", "output": "a\nb"}, timeout=5)
     assert not run_test("print('a b')", {"input": "", "output": "a  b"}, timeout=5)

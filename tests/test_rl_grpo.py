@@ -36,6 +36,7 @@ def tokenizer_dir(tmp_path_factory):
 def _cfg(tokenizer_dir, out, **kw):
     base = dict(tokenizer=tokenizer_dir, preset="tiny", out_dir=str(out), steps=2, prompts_per_step=2,
                 group_size=2, max_new_tokens=6, eval_every=2, eval_n_per_family=1, eval_samples=1, sampler="naive",
+                template="r1-zero-short",  # the exact R1-Zero template's ~300-token prompts exceed tiny's context
                 families=["arithmetic", "word"], n_train_per_family=8, micro_batch=4,
                 reward_weights={"accuracy": 1.0, "format": 0.2, "test_rl_grpo:length_reward": 0.5,
                                 "test_rl_grpo.raising_reward": 0.5})
@@ -73,6 +74,8 @@ def test_config_errors(tokenizer_dir, tmp_path):
         run_grpo(_cfg(tokenizer_dir, tmp_path, group_size=1))
     with pytest.raises(ValueError, match="aggregation"):
         run_grpo(_cfg(tokenizer_dir, tmp_path, aggregation="sum"))
+    with pytest.raises(ValueError, match=r"longest prompt \(r1-zero template\) has \d+ tokens; the model's context"):
+        run_grpo(_cfg(tokenizer_dir, tmp_path, template="r1-zero"))  # tiny's context is 128 tokens
 
 
 def test_cli_help_lists_every_field(capsys):
@@ -146,3 +149,24 @@ def test_sampler_copy_of_an_hf_model_keeps_fp32_buffers():
     assert copy.model.embed_tokens.weight.dtype == torch.bfloat16
     assert copy.model.rotary_emb.inv_freq.dtype == torch.float32
     assert model.model.embed_tokens.weight.dtype == torch.float32  # the trained model is untouched
+
+
+def test_logged_accuracy_counts_fully_correct_samples_only():
+    """Countdown's 0.1 for a well-formed wrong answer and code's partial pass fractions are not "accuracy"; the
+    accuracy reward's mean stays logged as reward_accuracy."""
+    import torch
+
+    from r1lab.rl.advantage import group_advantages
+    from r1lab.rl.grpo import rollout_metrics
+    from r1lab.rl.rollout import RolloutBatch
+
+    acc = torch.tensor([1.0, 0.1, 0.5, 0.0])
+    rewards_NK = torch.stack([acc, torch.ones(4)], dim=1)
+    batch = RolloutBatch(
+        input_ids_NS=torch.zeros(4, 3, dtype=torch.long), attention_mask_NS=torch.ones(4, 3, dtype=torch.long),
+        completion_mask_NT=torch.ones(4, 2), old_logp_NT=torch.zeros(4, 2), rewards_NK=rewards_NK,
+        reward_names=["accuracy", "format_r1_zero"], rewards_N=rewards_NK.sum(1), group_ids_N=torch.tensor([0, 0, 1, 1]),
+        truncated_N=torch.zeros(4, dtype=torch.bool), group_size=2, texts=["a", "b", "c", "d"], problems=[None] * 4)
+    m = rollout_metrics(batch, group_advantages(batch.rewards_N, 2), {"accuracy": 1.0, "format_r1_zero": 1.0})
+    assert m["accuracy"] == 0.25
+    assert abs(m["reward_accuracy"] - 0.4) < 1e-6

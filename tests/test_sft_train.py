@@ -76,6 +76,22 @@ def test_bad_row_names_file_and_line(tmp_path):
         read_rows(p)
 
 
+def test_bad_messages_name_file_and_line(tokenizer_dir, tmp_path):
+    """A message that is not an object, or a role the chat template refuses: file:line errors, no traceback."""
+    from r1lab.data.tokenizer import load_tokenizer
+    from r1lab.train.sft import encode_row
+
+    p = tmp_path / "msgs.jsonl"
+    p.write_text('{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}\n'
+                 '{"messages": ["x"]}\n')
+    with pytest.raises(ValueError, match=r"msgs.jsonl:2: messages\[0\] must be an object"):
+        read_rows(p)
+    p.write_text('{"messages": [{"role": "wizard", "content": "hi"}, {"role": "assistant", "content": "yo"}]}\n')
+    (row, where), = read_rows(p)
+    with pytest.raises(ValueError, match=r"msgs.jsonl:1: .*wizard|msgs.jsonl:1: .*role"):
+        encode_row(row, where, load_tokenizer(tokenizer_dir), "r1")
+
+
 def test_ours_packed_runs_learns_and_resumes(tokenizer_dir, data_file, tmp_path):
     base = dict(data=data_file, tokenizer=tokenizer_dir, preset="tiny", out_dir=str(tmp_path), seq_len=256,
                 micro_batch=4, lr=3e-3, warmup_steps=0, schedule="constant", eval_every=0, eval_frac=0.2,

@@ -34,8 +34,7 @@ from typing import Any
 from r1lab.pipeline.generation import (PROBLEMS_PER_CALL, Completion, Sampling, as_generate_fn, build_prompt,
                                        full_response)
 from r1lab.rewards.language import chain_of_thought, is_mixed
-
-CORRECT = 0.999  # a rule reward at or above this counts as a correct answer
+from r1lab.tasks import CORRECT  # a rule reward at or above this counts as a correct answer
 
 
 @dataclass
@@ -252,7 +251,7 @@ def load_benchmark(path: str | Path, fmt: str, limit: int | None = None) -> list
                 raise ValueError(f"{where}: missing or empty field {key!r} ({fmt} format)")
         gold = extract_answer(row[a_field])
         if gold is None:
-            what = "'#### <answer>'" if fmt == "gsm8k" else "a \\boxed{} answer"
+            what = "'#### <answer>' line" if fmt == "gsm8k" else "\\boxed{} answer"
             raise ValueError(f"{where}: field {a_field!r} has no {what}")
         question = row[q_field]
         problems.append(Problem(

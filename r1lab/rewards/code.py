@@ -12,8 +12,12 @@ Conventions (deliberate, documented):
 * ``{"assert": "..."}``: the statement(s) are appended after the program (a bare expression such as
   ``"f(2) == 7"`` becomes ``assert (f(2) == 7)``, so it cannot pass vacuously), followed by a print of a
   random per-run token; passes if the run exits 0 in time and the last output line is that token (so a program that
-  calls ``sys.exit(0)`` before the asserts does not pass). Residual hack: a program that reads its own source
-  can print the token; the sandbox is about containment, not about a determined reward hacker.
+  calls ``sys.exit(0)`` before the asserts does not pass). Each assert's comparisons (``==``, ``!=``, ``<``, ``<=``,
+  ``>``, ``>=``, one operator each) and a bare truth test only count when both sides are plain data — built from
+  int/float/complex/bool/str/bytes/None, lists, tuples, sets and dicts, by exact type — so a returned object whose
+  ``__eq__`` or ``__bool__`` always says True does not pass (the checker is defined before the program runs, under a
+  per-run random name, from the real builtins). Residual hack: a program that reads its own source can learn the
+  names and print the token; the sandbox is about containment, not about a determined reward hacker.
 """
 
 from __future__ import annotations
@@ -76,6 +80,74 @@ def _assert_source(test: str) -> str:
     return f"assert ({test.strip()})"
 
 
+_OPS = {ast.Eq: "==", ast.NotEq: "!=", ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">="}
+
+# Defined before the model's program, so it holds the real builtins; NAME is replaced by a per-run random name.
+_CHECKER = """
+def NAME():
+    import operator as _op
+    _type, _all, _dict = type, all, dict
+    _atoms = frozenset((int, float, complex, bool, str, bytes, type(None)))
+    _seqs = frozenset((list, tuple, set, frozenset))
+    _ops = {"==": _op.eq, "!=": _op.ne, "<": _op.lt, "<=": _op.le, ">": _op.gt, ">=": _op.ge}
+
+    def plain(x):
+        t = _type(x)
+        if t in _atoms:
+            return True
+        if t in _seqs:
+            return _all(plain(v) for v in x)
+        if t is _dict:
+            return _all(plain(k) and plain(v) for k, v in _dict.items(x))
+        return False
+
+    def check(a, b=None, op=None):
+        if op is None:
+            return plain(a) and bool(a)
+        return plain(a) and plain(b) and _ops[op](a, b)
+    return check
+NAME = NAME()
+"""
+
+
+class _PlainChecks(ast.NodeTransformer):
+    """Rewrite each assert's test so that its comparisons and truth value go through the checker ``name``."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def _call(self, *args: ast.expr) -> ast.expr:
+        return ast.Call(func=ast.Name(id=self.name, ctx=ast.Load()), args=list(args), keywords=[])
+
+    def _test(self, node: ast.expr) -> ast.expr:
+        if isinstance(node, ast.BoolOp):
+            return ast.BoolOp(op=node.op, values=[self._test(v) for v in node.values])
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+            return ast.UnaryOp(op=node.op, operand=self._test(node.operand))
+        if isinstance(node, ast.Compare) and len(node.ops) == 1 and type(node.ops[0]) in _OPS:
+            return self._call(node.left, node.comparators[0], ast.Constant(_OPS[type(node.ops[0])]))
+        if isinstance(node, ast.Compare):  # chained or membership/identity: as written
+            return node
+        return self._call(node)
+
+    def visit_Assert(self, node: ast.Assert) -> ast.Assert:
+        return ast.Assert(test=self._test(node.test), msg=node.msg)
+
+
+def checked_asserts(source: str, name: str) -> str:
+    """``source`` with every assert's comparisons and truth test routed through the checker ``name`` (unparseable
+    source is returned as it is: it fails when run).
+
+    >>> checked_asserts("assert f(2) == 7 and not g()", "chk")
+    "assert chk(f(2), 7, '==') and (not chk(g()))"
+    """
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return source
+    return ast.unparse(ast.fix_missing_locations(_PlainChecks(name).visit(tree)))
+
+
 def run_test(program: str, test: Mapping[str, str], *, timeout: float = 5.0, memory_mb: int = 512) -> bool:
     """Whether ``program`` passes one test (stdin/stdout or assert style).
 
@@ -101,7 +173,9 @@ def _run_test_memo(program: str, test_items: tuple[tuple[str, str], ...], timeou
     test = dict(test_items)
     if "assert" in test:
         token = f"__r1lab_ok_{secrets.token_hex(8)}__"
-        source = f"{program}\n\n{_assert_source(str(test['assert']))}\nprint({token!r})\n"
+        checker = f"_r1lab_check_{secrets.token_hex(8)}"
+        asserts = checked_asserts(_assert_source(str(test["assert"])), checker)
+        source = f"{_CHECKER.replace('NAME', checker)}\n{program}\n\n{asserts}\nprint({token!r})\n"
         res = run_python(source, "", timeout=timeout, memory_mb=memory_mb)
         out = _lines(res.stdout)
         return res.ok and bool(out) and out[-1] == token

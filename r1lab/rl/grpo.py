@@ -55,6 +55,7 @@ from r1lab.rl.rollout import RolloutBatch, reward_functions, rollout
 from r1lab.rl.sampler import make_sampler
 from r1lab.rl.shared_prefix import supports_shared_prefix
 from r1lab.rl.update import UpdateSettings, all_reduce_sum, policy_update, reference_logprobs
+from r1lab.tasks import CORRECT
 
 log = logging.getLogger(__name__)
 TEMPLATES = ("r1-zero", "r1-zero-short", "r1")
@@ -291,10 +292,14 @@ def rollout_metrics(batch: RolloutBatch, adv, weights: dict[str, float]) -> dict
     names = batch.reward_names
     n = batch.rewards_N.numel()
     lengths = batch.lengths_N
+    # "accuracy" = the fraction of fully correct samples (countdown's 0.1 for a well-formed wrong answer and code's
+    # partial pass fractions count as wrong, as in evaluation); "reward_accuracy" is the accuracy reward's mean
+    correct = (float((batch.rewards_NK[:, names.index("accuracy")] >= CORRECT).sum())
+               if "accuracy" in names else 0.0)
     local = [float(batch.rewards_N.sum()), *[float(batch.rewards_NK[:, k].sum()) for k in range(len(names))],
              float(n), float(lengths.sum()), reflection_rate(batch.texts) * n, float(batch.truncated_N.sum()),
              float(adv.zero_var_B.sum()), float(adv.zero_var_B.numel()), float(batch.n_reward_errors),
-             mixing_rate(batch.texts, batch.problems) * n]
+             mixing_rate(batch.texts, batch.problems) * n, correct]
     sums = all_reduce_sum(torch.tensor(local, dtype=torch.float64)).tolist()
     max_len = all_reduce_max(float(lengths.max()) if n else 0.0)
     K = len(names)
@@ -303,7 +308,7 @@ def rollout_metrics(batch: RolloutBatch, adv, weights: dict[str, float]) -> dict
     for k, name in enumerate(names):
         out[f"reward_{name}"] = sums[1 + k] / count
     rest = sums[2 + K :]
-    out.update({"accuracy": out["reward_accuracy"], "response_len_mean": rest[0] / count, "response_len_max": max_len,
+    out.update({"accuracy": rest[7] / count if "accuracy" in names else float("nan"), "response_len_mean": rest[0] / count, "response_len_max": max_len,
                 "reflection_rate": rest[1] / count, "truncated_frac": rest[2] / count,
                 "zero_var_frac": rest[3] / max(rest[4], 1.0), "reward_errors": rest[5], "mixing": rest[6] / count})
     return out
@@ -381,8 +386,15 @@ def run_grpo(cfg: GRPOConfig) -> dict[str, Any]:
     eval_problems = load_problems(cfg, "val")
     eval_prompts = encode_prompts(eval_problems, tokenizer, cfg.template)
     longest = max(len(p) for p in train_prompts + eval_prompts)
+    context = getattr(model.config, "max_position_embeddings", None)
+    if isinstance(context, int) and longest >= context:
+        raise ValueError(f"the longest prompt ({cfg.template} template) has {longest} tokens; the model's context "
+                         f"(max_position_embeddings) is {context}, leaving no room to generate")
+    max_model_len = longest + cfg.max_new_tokens + 8
+    if isinstance(context, int):
+        max_model_len = min(max_model_len, context)  # a completion that reaches the context ends there ("length")
     sampling_model = sampler_copy(model, run.precision)
-    sampler = make_sampler(sampling_model, tokenizer, cfg.sampler, max_model_len=longest + cfg.max_new_tokens + 8,
+    sampler = make_sampler(sampling_model, tokenizer, cfg.sampler, max_model_len=max_model_len,
                            max_batch_size=min(256, max(8, cfg.prompts_per_step * cfg.group_size)),
                            compile=cfg.compile_sampler)
     # The reference keeps the trainer's precision (fp32 master weights under amp), unlike the sampler's copy: in
@@ -437,7 +449,11 @@ def run_grpo(cfg: GRPOConfig) -> dict[str, Any]:
         if skipped:
             log.warning("step %d: %d update(s) skipped (non-finite loss or gradient); weights untouched", step + 1,
                         skipped)
-        load = model.update_expert_bias(cfg.expert_bias_gamma) if hasattr(model, "update_expert_bias") else {}
+        if skipped == cfg.inner_updates and hasattr(model, "reset_expert_counts"):
+            model.reset_expert_counts()  # no update happened: the routing bias stays as it was too
+            load = {}
+        else:
+            load = model.update_expert_bias(cfg.expert_bias_gamma) if hasattr(model, "update_expert_bias") else {}
         refresh_sampler_copy(sampling_model, model)
         sampler.update_weights(sampling_model)
         if ref_model is not None and cfg.ref_reset_every > 0 and (step + 1) % cfg.ref_reset_every == 0:

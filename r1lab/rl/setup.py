@@ -85,7 +85,7 @@ def setup_run(cfg) -> Run:
     from r1lab.train.distributed import init_distributed
     from r1lab.train.loop import (ResumeMismatchError, config_diff, latest_checkpoint, load_training_state,
                                   remove_stale_tmp, seed_everything, set_rng_state, TRAIN_CONFIG_FILE)
-    from r1lab.train.metrics import MetricsLogger
+    from r1lab.train.metrics import MetricsLogger, truncate_metrics
     from r1lab.train.optim import load_optimizer_state, make_optimizer, make_schedule
 
     if cfg.threads > 0:
@@ -132,6 +132,9 @@ def setup_run(cfg) -> Run:
         scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
         start = int(state["step"])
+        if info.is_main:  # rows logged after the checkpoint are logged again
+            for name in ("metrics.jsonl", "samples.jsonl"):
+                truncate_metrics(out / name, start)
     elif info.is_main:
         remove_stale_tmp(ckpt_root)
         for name in ("metrics.jsonl", "samples.jsonl"):  # a fresh run does not append to an old run's logs

@@ -39,6 +39,7 @@ GENERATIVE = tuple(name for name, f in FAMILIES.items() if f.generative)
 PATIENCE = 3000  # consecutive draws without a new problem after which a family counts as exhausted
 
 __all__ = [
+    "CORRECT",
     "FAMILIES",
     "GENERATIVE",
     "SPLITS",
@@ -131,6 +132,9 @@ def task_check(answer: str | None, problem: Problem) -> bool:
 def task_answer(completion: str, problem: Problem) -> str | None:
     """The final answer the problem's family reads from a full completion (None when there is none)."""
     return get_family(problem.family).answer(completion)
+
+
+CORRECT = 0.999  # a rule reward at or above this is a correct answer (countdown's 0.1 and partial code passes are not)
 
 
 def task_reward(completion: str, problem: Problem) -> float:

@@ -102,6 +102,9 @@ def generate_greedy(model, tokenizer, prompts: list[list[int]], max_new_tokens: 
         LLM = None
     if LLM is not None:
         width = max(len(p) for p in prompts) + max_new_tokens + 1
+        context = getattr(model.config, "max_position_embeddings", None)
+        if isinstance(context, int):
+            width = min(width, context)  # completions that reach the context end there; longer prompts: an error
         engine = LLM(model, tokenizer=tokenizer, max_batch_size=min(len(prompts), 256), max_model_len=width)
         params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, stop_token_ids=[tokenizer.eos_id])
         outs = engine.generate(prompt_token_ids=prompts, sampling_params=params)

@@ -127,6 +127,11 @@ def read_rows(path: str | Path) -> list[tuple[dict, str]]:
         if "messages" in row:
             if not isinstance(row["messages"], list) or not row["messages"]:
                 raise ValueError(f"{where}: 'messages' must be a non-empty list")
+            for i, m in enumerate(row["messages"]):
+                if not (isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)):
+                    got = sorted(m) if isinstance(m, dict) else type(m).__name__
+                    raise ValueError(f"{where}: messages[{i}] must be an object with string 'role' and 'content', "
+                                     f"got {got}")
         elif not (isinstance(row.get("prompt"), str) and isinstance(row.get("response"), str)):
             raise ValueError(f"{where}: needs string fields 'prompt' and 'response', or 'messages'; "
                              f"got keys {sorted(row)}")
@@ -138,6 +143,8 @@ def read_rows(path: str | Path) -> list[tuple[dict, str]]:
 
 def encode_row(row: dict, where: str, tokenizer, template: str) -> tuple[list[int], list[int]]:
     """(ids, loss_mask) of one row; the mask is 1 on response tokens only."""
+    from jinja2.exceptions import TemplateError  # what transformers' chat templates raise
+
     from r1lab.data.templates import THINK_PREFIX, encode_messages, encode_prompt_response, r1_chat_prompt, \
         r1_zero_prompt
 
@@ -154,7 +161,7 @@ def encode_row(row: dict, where: str, tokenizer, template: str) -> tuple[list[in
                 response = response[len(THINK_PREFIX):]
             return encode_prompt_response(tokenizer, prompt, response)
         return encode_prompt_response(tokenizer, r1_zero_prompt(row["prompt"]), " " + row["response"].lstrip())
-    except ValueError as err:
+    except (ValueError, TemplateError) as err:  # TemplateError: the chat template refused the row (unknown role …)
         raise ValueError(f"{where}: {err}") from None
 
 
@@ -296,7 +303,7 @@ def run_sft(cfg: SFTConfig) -> dict[str, Any]:
     from r1lab.train.models import load_tokenizer_for, resolve_device, resolve_precision, save_causal_lm
     from r1lab.train.loop import (ResumeMismatchError, TRAIN_CONFIG_FILE, config_diff, latest_checkpoint,
                                   load_training_state, rng_state, save_checkpoint, seed_everything, set_rng_state)
-    from r1lab.train.metrics import MetricsLogger
+    from r1lab.train.metrics import MetricsLogger, truncate_metrics
     from r1lab.train.optim import clip_grad_norm, make_optimizer, make_schedule
 
     if not cfg.data:
@@ -334,6 +341,7 @@ def run_sft(cfg: SFTConfig) -> dict[str, Any]:
         scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
         step = int(state["step"])
+        truncate_metrics(out / "metrics.jsonl", step)  # rows logged after the checkpoint are logged again
     elif (out / "metrics.jsonl").exists():
         (out / "metrics.jsonl").unlink()
     logger = MetricsLogger(out / "metrics.jsonl")
