@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -47,6 +48,7 @@ def main() -> None:
                              gamma_zero_frac=0.0, balance_alpha=alpha, eval_every=0, ckpt_every=0, exact_match=0,
                              out_dir=str(out / name), device=args.device, progress=False, fim_rate=0.0)
         (out / name / "metrics.jsonl").unlink(missing_ok=True)
+        shutil.rmtree(out / name / "checkpoints", ignore_errors=True)  # a rerun into --out starts afresh
         art = run_pretrain(cfg)
         rows = read_metrics(art["metrics"])[-args.tail:]
         load = sum(r["load"] for r in rows) / len(rows)

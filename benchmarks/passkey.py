@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -57,6 +58,10 @@ def main() -> None:
     tok_dir = ensure_tokenizer(None, [*corpus, str(sample)], out, 2048)
     tok = load_tokenizer(tok_dir)
     keys = write_passkey_corpus(out / "passkey_base.jsonl", tok, args.original, args.passkey_docs, 0)
+    if not args.base_model:  # a rerun into --out starts afresh (pretrain refuses to mix two runs in one folder)
+        shutil.rmtree(out / "base" / "checkpoints", ignore_errors=True)
+        (out / "base" / "metrics.jsonl").unlink(missing_ok=True)
+    shutil.rmtree(out / "extend", ignore_errors=True)
     base = {"model_dir": args.base_model} if args.base_model else run_pretrain(PretrainConfig(
         preset=args.preset, corpus=[*corpus, str(keys)], tokenizer=tok_dir, seq_len=args.original,
         micro_batch=args.micro_batch, steps=args.base_steps, warmup_steps=20, eval_every=0, ckpt_every=0,

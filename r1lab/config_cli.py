@@ -1,7 +1,11 @@
 """``--key value`` overrides for any config dataclass, and reading a stage config from JSON.
 
-Values are converted with the field's annotation (int, float, bool, str, Optional[...], list/dict via JSON); an unknown
-key is an error that names it and lists the valid keys. Dashes and underscores are interchangeable
+Values are converted with the field's annotation (int, float, bool, str, Optional[...], list/dict via JSON) and checked
+against it, on the command line and in a ``--config`` JSON file alike: a value of the wrong type is an error naming the
+field, the value and the expected type. A list field takes a JSON list (``--phases [256,512]``,
+``--corpus '["a.jsonl","b.txt"]'``) or comma-separated items (``--phases 256,512``, ``--corpus a.jsonl,b.txt``); a list
+of strings also takes one bare item (``--corpus a.jsonl``). An unknown key is an error that names it and lists the
+valid keys. Dashes and underscores are interchangeable
 (``--max-steps 10`` = ``--max_steps 10``); ``--flag`` alone sets a bool field to True.
 
 >>> from dataclasses import dataclass
@@ -25,6 +29,7 @@ import dataclasses
 import json
 import types
 import typing
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -32,41 +37,234 @@ T = TypeVar("T")
 
 
 class OverrideError(ValueError):
-    """A bad ``--key value`` override; the message names the key."""
+    """A bad ``--key value`` override or config-file value; the message names the key."""
 
 
-def _convert(value: str, annotation: Any, key: str) -> Any:
+def type_name(annotation: Any) -> str:
+    """``list[str]``, ``int``, ``str | None``: an annotation as a user reads it."""
+    if isinstance(annotation, type) and not typing.get_args(annotation):
+        return annotation.__name__
+    return str(annotation).replace("typing.", "").replace("NoneType", "None")
+
+
+def _is_union(annotation: Any) -> bool:
+    return typing.get_origin(annotation) in (typing.Union, types.UnionType)
+
+
+def _bad(where: str, value: Any, annotation: Any, hint: str = "") -> OverrideError:
+    """The error for a value that does not fit its field: names the field, the value and the expected type."""
+    got = f"{value!r} ({type(value).__name__})"
+    return OverrideError(f"{where}: expected {type_name(annotation)}, got {got}{hint}")
+
+
+def check_value(value: Any, annotation: Any, where: str, strict: bool = False) -> Any:
+    """``value`` (already a Python/JSON value) checked against a field annotation and lightly coerced (int → float,
+    an integral float → int, a bare string → a one-element ``list[str]``); anything else → ``OverrideError`` naming
+    ``where`` (e.g. ``--corpus`` or ``cfg.json: field 'corpus'``), the value and the expected type.
+
+    ``strict=True`` (recipes and presets, whose values are recorded as given): no coercion — an int is still a float,
+    but an integral float is not an int and a string is not a list; the value comes back unchanged.
+
+    >>> check_value(3, float, "--lr"), check_value("a.txt", list[str], "--corpus"), check_value(2.0, int, "--steps")
+    (3.0, ['a.txt'], 2)
+    >>> check_value(2.0, int, "steps", strict=True)
+    Traceback (most recent call last):
+    ...
+    r1lab.config_cli.OverrideError: steps: expected int, got 2.0 (float) (write 2, not 2.0)
+    """
     origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        if value.lower() in ("none", "null"):
+    if annotation is Any or annotation is object:
+        return value
+    if annotation is None or annotation is type(None):
+        if value is None:
             return None
-        for a in args:
+        raise _bad(where, value, annotation)
+    if _is_union(annotation):
+        for a in typing.get_args(annotation):
             try:
-                return _convert(value, a, key)
+                return check_value(value, a, where, strict)
             except OverrideError:
                 continue
-        raise OverrideError(f"--{key}: cannot read {value!r} as {annotation}")
+        raise _bad(where, value, annotation)
+    if origin is typing.Literal:
+        if value in typing.get_args(annotation):
+            return value
+        raise _bad(where, value, annotation)
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        raise _bad(where, value, annotation)
+    if annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            if strict:
+                raise _bad(where, value, annotation, f" (write {int(value)}, not {value!r})")
+            return int(value)
+        raise _bad(where, value, annotation)
+    if annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return value if strict else float(value)
+        raise _bad(where, value, annotation)
+    if annotation is str:
+        if isinstance(value, str):
+            return value
+        raise _bad(where, value, annotation)
+    container = origin or annotation
+    if container in (list, tuple, Sequence):
+        args = typing.get_args(annotation)
+        if isinstance(value, str) and not strict and container is list and args == (str,):
+            return [value]  # one file name for a list of file names
+        if not isinstance(value, (list, tuple)) or (container is list and isinstance(value, tuple) and not strict):
+            cli = where.startswith("--")
+            raise _bad(where, value, annotation, " (write a JSON list like [1,2]" + (" or comma-separated 1,2)" if cli
+                                                                                   else ")"))
+        if container is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise _bad(where, value, annotation)
+            items = [check_value(v, a, f"{where}[{i}]", strict) for i, (v, a) in enumerate(zip(value, args))]
+        else:
+            item = args[0] if args else Any
+            items = [check_value(v, item, f"{where}[{i}]", strict) for i, v in enumerate(value)]
+        if strict:
+            return value
+        return tuple(items) if container is tuple else items
+    if container in (dict, Mapping):
+        key_t, val_t = typing.get_args(annotation) or (Any, Any)
+        if not isinstance(value, Mapping):
+            raise _bad(where, value, annotation, ' (write a JSON object like {"key": 1})')
+        checked = {check_value(k, key_t, where, strict): check_value(v, val_t, f"{where}[{k!r}]", strict)
+                   for k, v in value.items()}
+        return value if strict else checked
+    if isinstance(annotation, type) and origin is None and not isinstance(value, annotation):
+        raise _bad(where, value, annotation)
+    return value
+    if _is_union(annotation):
+        args = typing.get_args(annotation)
+        if value is None and type(None) in args:
+            return None
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return check_value(value, a, where)
+            except OverrideError:
+                continue
+        raise _bad(where, value, annotation)
+    if origin is typing.Literal:
+        if value in typing.get_args(annotation):
+            return value
+        raise _bad(where, value, annotation)
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        raise _bad(where, value, annotation)
+    if annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise _bad(where, value, annotation)
+    if annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise _bad(where, value, annotation)
+    if annotation is str:
+        if isinstance(value, str):
+            return value
+        raise _bad(where, value, annotation)
+    if origin is list or annotation is list:
+        (item,) = typing.get_args(annotation) or (Any,)
+        if isinstance(value, str) and item is str:
+            return [value]  # one file name for a list of file names
+        if not isinstance(value, list):
+            cli = where.startswith("--")
+            raise _bad(where, value, annotation, " (write a JSON list like [1,2]" + (" or comma-separated 1,2)" if cli
+                                                                                   else ")"))
+        return [check_value(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict or annotation is dict:
+        key_t, val_t = typing.get_args(annotation) or (Any, Any)
+        if not isinstance(value, dict):
+            raise _bad(where, value, annotation, ' (write a JSON object like {"key": 1})')
+        return {check_value(k, key_t, where): check_value(v, val_t, f"{where}[{k!r}]") for k, v in value.items()}
+    if origin is tuple or annotation is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise _bad(where, value, annotation)
+        return tuple(value)
+    if isinstance(annotation, type) and not isinstance(value, annotation):
+        raise _bad(where, value, annotation)
+    return value
+
+
+def _parse_scalar(value: str, annotation: Any, key: str) -> Any:
+    """A command-line string as a bool / int / float / str, by the annotation."""
     if annotation is bool:
         if value.lower() in ("1", "true", "yes", "on"):
             return True
         if value.lower() in ("0", "false", "no", "off"):
             return False
         raise OverrideError(f"--{key}: expected true/false, got {value!r}")
-    if annotation in (int, float):
+    if annotation is int:
         try:
-            return annotation(float(value)) if annotation is int and "e" in value.lower() else annotation(value)
+            number = float(value) if "e" in value.lower() or "." in value else int(value)
         except ValueError:
-            raise OverrideError(f"--{key}: expected {annotation.__name__}, got {value!r}") from None
+            raise OverrideError(f"--{key}: expected int, got {value!r}") from None
+        return check_value(number, int, f"--{key}")
+    if annotation is float:
+        try:
+            return float(value)
+        except ValueError:
+            raise OverrideError(f"--{key}: expected float, got {value!r}") from None
+    return value
+
+
+def _parse_list(value: str, annotation: Any, key: str) -> list:
+    """A command-line list: JSON (``[256,512]``, ``'["a.jsonl","b.txt"]'``; for a list of strings also one JSON
+    string), else comma-separated (``256,512``, ``a.jsonl,b.txt``, or one bare ``a.jsonl``). A value that is valid
+    JSON but not a list (``256`` for a list) is an error, not a guess."""
+    (item,) = typing.get_args(annotation) or (Any,)
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError:
+        if value.strip().startswith("["):
+            raise OverrideError(f"--{key}: invalid JSON list {value!r}; expected {type_name(annotation)}") from None
+    else:
+        return check_value(parsed, annotation, f"--{key}")
+    parts = [x.strip() for x in value.split(",")]
+    if not all(parts):
+        raise OverrideError(f"--{key}: empty item in {value!r}; expected {type_name(annotation)}")
+    if item in (int, float, bool):
+        return [_parse_scalar(x, item, f"{key}[{i}]") for i, x in enumerate(parts)]
+    return check_value(parts, annotation, f"--{key}")
+
+
+def _convert(value: str, annotation: Any, key: str) -> Any:
+    """A command-line string converted by the field's annotation; a value that does not fit → ``OverrideError``."""
+    origin = typing.get_origin(annotation)
+    if _is_union(annotation):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if value.lower() in ("none", "null") and type(None) in typing.get_args(annotation):
+            return None
+        for a in args:
+            try:
+                return _convert(value, a, key)
+            except OverrideError:
+                continue
+        raise OverrideError(f"--{key}: cannot read {value!r} as {type_name(annotation)}")
+    if annotation in (bool, int, float):
+        return _parse_scalar(value, annotation, key)
     if annotation is str or annotation is Any:
         return value
-    if origin in (list, dict, tuple) or annotation in (list, dict):
+    if origin is list or annotation is list:
+        return _parse_list(value, annotation, key)
+    if origin in (dict, tuple) or annotation in (dict, tuple) or origin is typing.Literal:
         try:
-            return json.loads(value)
+            parsed = json.loads(value)
         except json.JSONDecodeError:
-            if origin is list:
-                return [x for x in value.split(",") if x]
-            raise OverrideError(f"--{key}: expected JSON, got {value!r}") from None
+            if origin is typing.Literal:
+                return check_value(value, annotation, f"--{key}")
+            raise OverrideError(f"--{key}: expected JSON {type_name(annotation)}, got {value!r}") from None
+        return check_value(parsed, annotation, f"--{key}")
     return value
 
 
@@ -108,10 +306,14 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
             data = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as err:
             raise OverrideError(f"{path}:{err.lineno}: invalid JSON ({err.msg})") from None
+        if not isinstance(data, dict):
+            raise OverrideError(f"{path}: expected a JSON object of {cls.__name__} fields, got {type(data).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
             raise OverrideError(f"{path}: unknown keys {unknown} for {cls.__name__}")
+        hints = typing.get_type_hints(cls)
+        data = {k: check_value(v, hints[k], f"{path}: field {k!r}") for k, v in data.items()}
         config = dataclasses.replace(config, **data)
     return apply_overrides(config, overrides or [])
 

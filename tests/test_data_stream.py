@@ -73,6 +73,39 @@ def test_corrupt_jsonl_reports_file_and_line(tmp_path: Path, content: bytes, lin
     assert message in str(info.value)
 
 
+def _gz_corpus(n: int = 4000) -> bytes:
+    return gzip.compress(b"".join(b'{"text": "document number %d"}\n' % i for i in range(n)))
+
+
+def _damage_header_block(data: bytes) -> bytes:
+    return data[:10] + b"\xff\xff\xff\xff" + data[14:]  # the first deflate block header → zlib.error
+
+
+def _damage_crc(data: bytes) -> bytes:
+    return data[:-8] + bytes([data[-8] ^ 0xFF]) + data[-7:]
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda d: d[: len(d) // 2], "truncated gzip file"),
+        (_damage_header_block, "damaged gzip data"),
+        (_damage_crc, "bad gzip file (CRC check failed"),
+        (lambda d: b'{"text": "plain, not gzip"}\n', "bad gzip file (Not a gzipped file"),
+    ],
+)
+def test_corrupt_gzip_reports_file_and_line(tmp_path: Path, damage, message: str) -> None:
+    p = tmp_path / "bad.jsonl.gz"
+    p.write_bytes(damage(_gz_corpus()))
+    seen: list[str] = []
+    with pytest.raises(CorpusError) as info:
+        for text, _ in iter_documents(p):
+            seen.append(text)
+    assert info.value.path == str(p) and info.value.line == len(seen) + 1  # the line being read when it broke
+    assert str(info.value).startswith(f"{p}:{len(seen) + 1}: ") and message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
 def test_corrupt_txt_and_unsupported(tmp_path: Path) -> None:
     p = tmp_path / "bad.txt"
     p.write_bytes("ok line\n\xe4\xb8 broken\n".encode("latin-1"))

@@ -154,6 +154,40 @@ def test_save_and_reload(tok_dir: Path, tmp_path: Path) -> None:
         load_tokenizer(tmp_path / "missing")
 
 
+def test_save_never_publishes_a_partial_directory(tok_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    """A kill after save_pretrained but before tokenizer_config.json is patched leaves no tokenizer.json that a rerun
+    would reuse (a new directory appears whole or not at all; a model directory keeps only its own files)."""
+    from types import SimpleNamespace
+
+    import r1lab.data.tokenizer as T
+
+    class Killed(BaseException):
+        pass
+
+    def dying_dumps(*args, **kwargs):
+        raise Killed
+
+    tok = load_tokenizer(tok_dir)
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    monkeypatch.setattr(T, "json", SimpleNamespace(loads=json.loads, dumps=dying_dumps))
+    with pytest.raises(Killed):
+        tok.save(tmp_path / "new")
+    with pytest.raises(Killed):
+        tok.save(model)
+    monkeypatch.undo()
+    assert not (tmp_path / "new").exists()
+    assert sorted(p.name for p in model.iterdir()) == ["config.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no temp directory left behind
+    tok.save(model)
+    tok.save(tmp_path / "new")
+    assert (model / "config.json").read_text() == "{}"
+    for d in (model, tmp_path / "new"):
+        assert load_tokenizer(d).encode("数学 42") == tok.encode("数学 42")
+        assert json.loads((d / "tokenizer_config.json").read_text())["chat_template"] == CHAT_TEMPLATE
+
+
 def test_train_from_files_and_speed(tmp_path: Path) -> None:
     rows = corpus(30000, seed=7)
     jsonl = tmp_path / "a.jsonl"

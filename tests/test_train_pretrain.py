@@ -90,6 +90,14 @@ def test_resume_matches_uninterrupted(env, tmp_path):
     rest = _run(tiny_config(env, tmp_path / "part", steps=10, ckpt_every=4, resume=True))
     assert not junk.exists()
     assert rest["steps"] == 10
+    # metrics.jsonl: the rows of steps 5-6 (logged after the step-4 checkpoint) were dropped and redone, once
+    from r1lab.train.metrics import read_metrics
+
+    rows = read_metrics(tmp_path / "part" / "metrics.jsonl")
+    assert [r["step"] for r in rows] == list(range(1, 11))
+    full_rows = read_metrics(tmp_path / "full" / "metrics.jsonl")
+    torch.testing.assert_close(torch.tensor([r["loss"] for r in rows]), torch.tensor([r["loss"] for r in full_rows]),
+                               rtol=1e-6, atol=0)
     torch.testing.assert_close(torch.tensor(rest["losses"]), torch.tensor(full["losses"][4:]), rtol=1e-6, atol=0)
     # the final models are identical, expert biases included
     from safetensors.torch import load_file
@@ -229,6 +237,56 @@ def test_resume_with_changed_config_names_fields(env, tmp_path):
         _run(tiny_config(env, tmp_path / "r", steps=4, lr=1e-3, seq_len=16, resume=True))
     msg = str(err.value)
     assert "lr: saved 0.003, now 0.001" in msg and "seq_len" in msg and "steps" not in msg
+
+
+def test_fresh_run_refuses_a_directory_holding_a_run(env, tmp_path):
+    """Without --resume a run must not mix its checkpoints and metrics with an earlier run's; a directory with only a
+    corpus, a tokenizer or an empty log is fine."""
+    from r1lab.train.pretrain import RunExistsError
+
+    out = tmp_path / "r"
+    _run(tiny_config(env, out, steps=4, ckpt_every=2, stop_after=3))
+    with pytest.raises(RunExistsError) as err:
+        _run(tiny_config(env, out, steps=4, ckpt_every=2))
+    assert str(err.value) == (f"{out} already holds a run (checkpoints/step-000002, step 2); pass --resume to "
+                              "continue it or choose another --out-dir")
+    import shutil
+
+    shutil.rmtree(out / "checkpoints")
+    with pytest.raises(RunExistsError, match=r"\(metrics\.jsonl, 3 rows up to step 3\)"):
+        _run(tiny_config(env, out, steps=4, ckpt_every=2))
+    (out / "metrics.jsonl").write_text("")
+    art = _run(tiny_config(env, out, steps=2, ckpt_every=0))  # nothing of a run left: allowed
+    assert art["steps"] == 2
+
+
+def test_resume_without_a_checkpoint_restarts_the_metrics(env, tmp_path):
+    """The pipeline always passes resume=True: a stage killed before its first checkpoint restarts at step 0, and its
+    metrics.jsonl restarts with it (no rows of the killed attempt left in front)."""
+    from r1lab.train.metrics import read_metrics
+
+    out = tmp_path / "stage"
+    _run(tiny_config(env, out, steps=3, stop_after=2, resume=True))  # killed at step 2, before any checkpoint
+    assert not (out / "checkpoints").exists() or not list((out / "checkpoints").iterdir())
+    with open(out / "metrics.jsonl", "a") as fh:
+        fh.write('{"step": 3, "loss": 1.0')  # a torn last line of the kill
+    art = _run(tiny_config(env, out, steps=3, resume=True))
+    assert art["steps"] == 3 and [r["step"] for r in read_metrics(out / "metrics.jsonl")] == [1, 2, 3]
+    assert (out / "metrics.jsonl").read_text().endswith("}\n")
+
+
+def test_cli_refuses_a_directory_holding_a_run(env, tmp_path, capsys):
+    from r1lab.cli import main
+
+    out = tmp_path / "o"
+    argv = ["pretrain", "--corpus", env["corpus"], "--tokenizer", env["tokenizer"], "--preset", "tiny", "--seq-len",
+            "32", "--micro-batch", "4", "--steps", "2", "--exact-match", "0", "--device", "cpu", "--out-dir", str(out),
+            "--progress", "false"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    assert main(argv) == 1
+    assert f"error: {out} already holds a run (checkpoints/step-000002, step 2); pass --resume" in capsys.readouterr().out
+    assert main([*argv, "--resume"]) == 0  # continuing it is fine (already complete: nothing to redo)
 
 
 def test_killed_subprocess_leaves_a_loadable_checkpoint(env, tmp_path):

@@ -6,7 +6,11 @@ Examples:
   r1lab pretrain --preset cpu-demo --out-dir runs/demo          # built-in corpus, 800 steps: 6-10 min on 2 CPU cores
   r1lab pretrain --preset tiny --steps 20 --exact-match 0
   r1lab pretrain --out-dir runs/demo --resume                   # continue the latest checkpoint
-  r1lab pretrain --corpus a.jsonl b.txt --tokenizer tok/ --lr 1e-3 --schedule wsd
+  r1lab pretrain --corpus a.jsonl,b.txt --tokenizer tok/ --lr 1e-3 --schedule wsd --out-dir runs/mine
+
+List fields take a JSON list or comma-separated items: --corpus '["a.jsonl","b.txt"]', --corpus a.jsonl,b.txt, or one
+file --corpus a.jsonl (not space-separated: --corpus a.jsonl b.txt is an error). A fresh run refuses an --out-dir that
+already holds a run's checkpoints or metrics.jsonl: pass --resume to continue it, or choose another --out-dir.
 """
 
 from __future__ import annotations
@@ -29,12 +33,12 @@ def main(args) -> int:
     from r1lab.data.stream import CorpusError
     from r1lab.train.distributed import destroy_distributed
     from r1lab.train.loop import ResumeMismatchError
-    from r1lab.train.pretrain import PretrainConfig, run_pretrain
+    from r1lab.train.pretrain import PretrainConfig, RunExistsError, run_pretrain
 
     cfg = load_config(PretrainConfig, args.config, args.overrides)
     try:
         run_pretrain(cfg)
-    except (CorpusError, ResumeMismatchError) as err:
+    except (CorpusError, ResumeMismatchError, RunExistsError) as err:
         print(f"error: {err}")
         destroy_distributed()
         return 1

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Literal
@@ -51,13 +52,39 @@ def _open_binary(path: Path) -> IO[bytes]:
     return gzip.open(path, "rb") if path.suffix.lower() == ".gz" else open(path, "rb")
 
 
+def _gzip_problem(err: BaseException) -> str:
+    """A one-line description of a gzip read failure (truncated stream, damaged deflate data, bad CRC, not gzip)."""
+    if isinstance(err, EOFError):
+        return "truncated gzip file (compressed stream ended early)"
+    if isinstance(err, zlib.error):
+        return f"damaged gzip data ({err})"
+    return f"bad gzip file ({err})"
+
+
+def _raw_lines(path: Path, f: IO[bytes]) -> Iterator[tuple[int, bytes]]:
+    """(line number from 1, raw bytes) of an open file; a gzip failure → ``CorpusError`` at the line being read."""
+    lineno = 0
+    while True:
+        try:
+            raw = f.readline()
+        except (EOFError, zlib.error, gzip.BadGzipFile) as err:
+            raise CorpusError(path, lineno + 1, _gzip_problem(err)) from None
+        if not raw:
+            return
+        lineno += 1
+        yield lineno, raw
+
+
 def iter_lines(path: str | Path) -> Iterator[tuple[int, str]]:
-    """Yields (line number from 1, line text with its newline) decoding each line as strict UTF-8."""
+    """Yields (line number from 1, line text with its newline) decoding each line as strict UTF-8.
+
+    A corrupt ``.gz`` (truncated, damaged, failed CRC, not gzip at all) is a ``CorpusError`` naming the file and the
+    line being read when the damage was found (lines before it were already yielded)."""
     path = Path(path)
     if not path.is_file():
         raise CorpusError(path, 0, "file not found")
     with _open_binary(path) as f:
-        for lineno, raw in enumerate(f, start=1):
+        for lineno, raw in _raw_lines(path, f):
             try:
                 line = raw.decode("utf-8", errors="strict")
             except UnicodeDecodeError as err:

@@ -25,6 +25,9 @@ all callers see one behaviour whatever model family they use.
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -123,17 +126,45 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: str | Path, 
     _save_hf(hf, Path(out_dir))
 
 
-def _save_hf(hf: Any, out_dir: Path) -> None:
-    """save_pretrained, then make tokenizer_config.json readable by older transformers / vLLM too."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    hf.save_pretrained(str(out_dir))
-    cfg_path = out_dir / "tokenizer_config.json"
+def _patch_config(hf: Any, cfg_path: Path) -> None:
+    """Make tokenizer_config.json readable by older transformers / vLLM too (chat template inline, a class name
+    transformers 4.x knows)."""
     cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
     if isinstance(hf.chat_template, str):
         cfg.setdefault("chat_template", hf.chat_template)
     if cfg.get("tokenizer_class") == "TokenizersBackend":
         cfg["tokenizer_class"] = "PreTrainedTokenizerFast"  # the name transformers 4.x also knows
     cfg_path.write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def _fsync_files(directory: Path) -> None:
+    """fsync every file of ``directory`` (before the renames that publish them)."""
+    for path in directory.iterdir():
+        if path.is_file():
+            with open(path, "rb") as fh:
+                os.fsync(fh.fileno())
+
+
+def _save_hf(hf: Any, out_dir: Path) -> None:
+    """save_pretrained + ``_patch_config`` into a temp dir beside ``out_dir``, then publish it atomically: a new (or
+    empty) ``out_dir`` is the temp dir renamed; into an existing one (a model directory) each file is renamed in,
+    tokenizer.json last. A kill therefore never leaves a tokenizer.json beside a missing or torn
+    tokenizer_config.json (reruns reuse a directory that has tokenizer.json: ``r1lab.train.data.ensure_tokenizer``)."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        hf.save_pretrained(str(tmp))
+        _patch_config(hf, tmp / "tokenizer_config.json")
+        _fsync_files(tmp)
+        if not out_dir.exists() or (out_dir.is_dir() and not any(out_dir.iterdir())):
+            os.replace(tmp, out_dir)
+        else:
+            names = sorted((p.name for p in tmp.iterdir()), key=lambda name: (name == "tokenizer.json", name))
+            for name in names:
+                os.replace(tmp / name, out_dir / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def train_from_files(
@@ -149,6 +180,8 @@ def train_from_files(
     """
     from r1lab.data.stream import iter_corpus_texts  # local import: stream imports nothing from here at runtime
 
+    if max_chars is not None and (not isinstance(max_chars, int) or max_chars <= 0):
+        raise ValueError(f"max_chars must be a positive number of characters (or unset), got {max_chars!r}")
     texts = iter_corpus_texts(paths, text_field=text_field)
     if max_chars is not None:
         texts = _take_chars(texts, max_chars)

@@ -107,9 +107,12 @@ class ExtendContextConfig:
     model_dir: str = "runs/pretrain/model"
     """The base model (an r1lab model dir with its tokenizer, e.g. <pretrain out_dir>/model)."""
     original_len: int = 0
-    """Context the base model was trained at (0 = the model config's max_position_embeddings)."""
-    phases: list[int] = field(default_factory=lambda: [256, 512])
-    """Sequence length of each phase; the last one is the target (YaRN factor = last / original_len)."""
+    """Context the base model was trained at (0 = the seq_len of the pretraining run that wrote ``model_dir``, read
+    from <model_dir>/train_config.json or <model_dir>/../checkpoints/step-*/train_config.json; else the model
+    config's max_position_embeddings)."""
+    phases: list[int] = field(default_factory=list)
+    """Sequence length of each phase; the last one is the target (YaRN factor = last / original_len). Empty = two
+    phases at 2× and 4× original_len (a cpu-demo model trained at 256 tokens: 512 then 1024)."""
     steps: list[int] = field(default_factory=lambda: [400, 1000])
     """Optimizer steps of each phase."""
     micro_batch: list[int] = field(default_factory=lambda: [8, 4])
@@ -121,7 +124,8 @@ class ExtendContextConfig:
     passkey_docs: int = 4000
     """Synthetic passkey documents per phase (lengths up to the phase length)."""
     out_dir: str = "runs/extend"
-    """Run directory: phase-1/, phase-2/, ...; the final model is <out_dir>/model."""
+    """Run directory: phase-1/, phase-2/, ... (each a pretrain run dir); the final model is the last phase's,
+    <out_dir>/phase-N/model (also printed and in <out_dir>/summary.json as model_dir)."""
     seed: int = 0
     """Seed of the passkey documents and the data order."""
     device: str = "auto"
@@ -130,6 +134,41 @@ class ExtendContextConfig:
     """Passkey prompts per length in the final probe (0 disables)."""
     progress: bool = False
     """Progress bars of the phases."""
+    resume: bool = False
+    """Continue an interrupted extension in out_dir (each phase resumes from its last checkpoint; finished phases are
+    kept). Without it, an out_dir whose phases already hold a run is refused."""
+
+
+def trained_length(model_dir: str | Path) -> int | None:
+    """The seq_len the model in ``model_dir`` was trained at, from the pretraining run that wrote it: the dir's own
+    train_config.json (a checkpoint dir) or that of the newest checkpoint beside it (``<run>/model`` next to
+    ``<run>/checkpoints/step-*``, the layout of ``r1lab pretrain`` and of an extension phase); None if neither."""
+    from r1lab.train.loop import TRAIN_CONFIG_FILE, latest_checkpoint
+
+    model_dir = Path(model_dir)
+    candidates = [model_dir / TRAIN_CONFIG_FILE]
+    ckpt = latest_checkpoint(model_dir.parent / "checkpoints")
+    if ckpt is not None:
+        candidates.append(ckpt / TRAIN_CONFIG_FILE)
+    for path in candidates:
+        try:
+            seq_len = json.loads(path.read_text(encoding="utf-8")).get("seq_len")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(seq_len, int) and not isinstance(seq_len, bool) and seq_len > 0:
+            return seq_len
+    return None
+
+
+def _refuse_existing_phases(out: Path, n_phases: int) -> None:
+    """A fresh extension must not mix with an earlier one's phase runs (``r1lab.train.pretrain.existing_run``)."""
+    from r1lab.train.pretrain import RunExistsError, existing_run
+
+    for k in range(1, n_phases + 1):
+        found = existing_run(out / f"phase-{k}")
+        if found is not None:
+            raise RunExistsError(f"{out} already holds an extension run (phase-{k}: {found}); pass --resume to "
+                                 "continue it or choose another --out-dir")
 
 
 def run_extend_context(cfg: ExtendContextConfig) -> dict[str, Any]:
@@ -139,37 +178,43 @@ def run_extend_context(cfg: ExtendContextConfig) -> dict[str, Any]:
     from r1lab.train.data import ensure_corpus
     from r1lab.train.pretrain import PretrainConfig, resolve_device, run_pretrain
 
-    if len(cfg.steps) != len(cfg.phases) or len(cfg.micro_batch) != len(cfg.phases):
-        raise ValueError(f"phases {cfg.phases}, steps {cfg.steps} and micro_batch {cfg.micro_batch} need equal lengths")
     base = DeepSeekV3Config.from_pretrained(cfg.model_dir)
-    original = cfg.original_len or base.max_position_embeddings
-    if sorted(cfg.phases) != list(cfg.phases) or cfg.phases[0] <= original:
-        raise ValueError(f"phases must increase and start above original_len {original}, got {cfg.phases}")
+    original = cfg.original_len or trained_length(cfg.model_dir) or base.max_position_embeddings
+    phases = list(cfg.phases) or [2 * original, 4 * original]
+    if len(cfg.steps) != len(phases) or len(cfg.micro_batch) != len(phases):
+        raise ValueError(f"phases {phases}, steps {cfg.steps} and micro_batch {cfg.micro_batch} need equal lengths")
+    if sorted(phases) != phases or phases[0] <= original:
+        raise ValueError(f"phases must increase and start above original_len {original} (the base model's training "
+                         f"length), got {phases}; set --phases (or --original-len)")
+    if not cfg.resume:
+        _refuse_existing_phases(Path(cfg.out_dir), len(phases))
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = load_tokenizer(cfg.model_dir)
     corpus = ensure_corpus(cfg.corpus, out, 300, [1, 2], cfg.seed)
-    rope = yarn_rope(original, cfg.phases[-1])
+    rope = yarn_rope(original, phases[-1])
     model_dir, results = cfg.model_dir, []
-    for k, (length, steps, micro) in enumerate(zip(cfg.phases, cfg.steps, cfg.micro_batch), start=1):
+    for k, (length, steps, micro) in enumerate(zip(phases, cfg.steps, cfg.micro_batch), start=1):
         phase_dir = out / f"phase-{k}"
         phase_dir.mkdir(exist_ok=True)
         keys = write_passkey_corpus(phase_dir / "passkey.jsonl", tokenizer, length, cfg.passkey_docs, cfg.seed + k)
         pcfg = PretrainConfig(model_dir=model_dir, tokenizer=cfg.model_dir, corpus=[*corpus, str(keys)],
-                              model_overrides={"rope_parameters": rope, "max_position_embeddings": cfg.phases[-1]},
+                              model_overrides={"rope_parameters": rope, "max_position_embeddings": phases[-1]},
                               seq_len=length, micro_batch=micro, steps=steps, lr=cfg.lr, warmup_steps=0,
                               schedule="constant", fim_rate=0.0, gamma_zero_frac=0.0, eval_every=0, ckpt_every=0,
                               exact_match=0, out_dir=str(phase_dir), seed=cfg.seed + k, device=cfg.device,
-                              progress=cfg.progress, eval_frac=0.01)
+                              progress=cfg.progress, eval_frac=0.01, resume=cfg.resume)
         art = run_pretrain(pcfg)
         results.append({"length": length, "steps": steps, "final_loss": art["final_loss"],
                         "heldout_loss": art["heldout_loss"], "model_dir": art["model_dir"]})
         model_dir = art["model_dir"]
     report: dict[str, Any] = {"model_dir": model_dir, "rope_parameters": rope, "phases": results}
     if cfg.eval_passkey > 0:
-        report["passkey"] = passkey_table(cfg.model_dir, model_dir, [original, *cfg.phases], cfg.eval_passkey,
+        report["passkey"] = passkey_table(cfg.model_dir, model_dir, [original, *phases], cfg.eval_passkey,
                                           resolve_device(cfg.device))
-    (out / "summary.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    from r1lab.data.stream import write_text_atomic
+
+    write_text_atomic(out / "summary.json", json.dumps(report, indent=2, default=str) + "\n")
     return report
 
 

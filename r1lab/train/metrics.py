@@ -162,3 +162,48 @@ def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             continue
     return rows
+
+
+def _step_of(row: dict[str, Any]) -> int | None:
+    """A row's integer ``step`` (None for rows without one, e.g. a run-level eval row)."""
+    step = row.get("step")
+    if isinstance(step, bool) or not isinstance(step, (int, float)):
+        return None
+    return int(step)
+
+
+def metrics_upto(rows: list[dict[str, Any]], step: int) -> list[dict[str, Any]]:
+    """The rows a run resumed at ``step`` keeps: every row with step <= ``step``, and rows without a step (eval or
+    summary rows) only if they come before the first row past ``step`` (they were logged up to that point).
+
+    >>> [r.get("step", "eval") for r in metrics_upto([{"step": 1}, {"step": 2}, {"e": 1}, {"step": 3}, {"e": 2}], 2)]
+    [1, 2, 'eval']
+    """
+    kept, past = [], False
+    for row in rows:
+        if not isinstance(row, dict):
+            continue
+        s = _step_of(row)
+        if s is None:
+            if not past:
+                kept.append(row)
+        elif s <= step:
+            kept.append(row)
+        else:
+            past = True
+    return kept
+
+
+def truncate_metrics(path: str | os.PathLike, step: int) -> int:
+    """Rewrite the metrics JSONL at ``path`` atomically (temp file + rename) keeping ``metrics_upto(rows, step)``:
+    a run resumed from its step-``step`` checkpoint then logs steps ``step+1, ...`` once, never twice (a torn last line
+    of a killed run is dropped too). Returns how many rows were dropped."""
+    path = Path(path)
+    if not path.is_file():
+        return 0
+    rows = read_metrics(path)
+    kept = metrics_upto(rows, step)
+    from r1lab.data.stream import write_jsonl_atomic
+
+    write_jsonl_atomic(kept, path)
+    return len(rows) - len(kept)

@@ -37,6 +37,7 @@ from r1lab.train.data import (
     take_rows,
 )
 from r1lab.train.loop import (
+    STEP_PREFIX,
     TRAIN_CONFIG_FILE,
     ResumeMismatchError,
     config_diff,
@@ -51,7 +52,7 @@ from r1lab.train.loop import (
     set_rng_state,
     write_dir_atomic,
 )
-from r1lab.train.metrics import MetricsLogger, mfu, peak_flops
+from r1lab.train.metrics import MetricsLogger, mfu, peak_flops, read_metrics, truncate_metrics
 from r1lab.train.budget import StepBudget
 from r1lab.train.optim import clip_grad_norm, gamma_at, make_optimizer, make_schedule, refit_schedule
 
@@ -167,7 +168,9 @@ class PretrainConfig:
     peak_tflops: float | None = None
     """Peak TFLOP/s for MFU (default: per-GPU table; CPU: measured fp32 matmul throughput)."""
     resume: bool = False
-    """Continue from the latest checkpoint in <out_dir>/checkpoints (config must match)."""
+    """Continue from the latest checkpoint in <out_dir>/checkpoints (config must match); metrics.jsonl keeps only the
+    rows up to that checkpoint's step. Without it, an out_dir that already holds a run (checkpoints or metrics) is
+    refused."""
     stop_after: int = 0
     """Stop (as if killed) after this many steps of this invocation, without the final save (tests)."""
     exact_match: int = 10
@@ -252,6 +255,8 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     out = Path(cfg.out_dir)
     log = print if info.is_main else (lambda *a, **k: None)
     t_start = time.time()
+    if not cfg.resume:
+        refuse_existing_run(out)  # every rank: nothing is written before this, so all see the same directory
 
     # ---- data (rank 0 builds corpus/tokenizer files, the others wait and read them)
     if info.is_main:
@@ -301,6 +306,10 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         set_rng_state(ts["rng"])
         step = int(ts["step"])
         log(f"resumed from {ckpt} at step {step}")
+    if cfg.resume and info.is_main:
+        dropped = truncate_metrics(out / "metrics.jsonl", step)  # rows logged after the checkpoint are redone
+        if dropped:
+            log(f"resume: dropped {dropped} metrics rows logged after step {step}")
     # a wall-clock budget fits the step count once; a run resumed after the fit keeps the saved count
     budget = StepBudget(cfg.max_minutes, done=ckpt is not None and bool(ts.get("n_steps")))
     if budget.minutes > 0 and budget.done:
@@ -434,13 +443,43 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     artifacts["wall_s"] = time.time() - t_start
     if info.is_main and not stopped:
         summary = {k: v for k, v in artifacts.items() if k != "losses"}
-        (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+        from r1lab.data.stream import write_text_atomic
+
+        write_text_atomic(out / "summary.json", json.dumps(summary, indent=2, default=str) + "\n")
         log(f"done: {step} steps in {artifacts['wall_s']:.0f}s → {artifacts.get('model_dir')}")
     metrics.close()
     return artifacts
 
 
 # ------------------------------------------------------------------------------------------------ helpers
+class RunExistsError(ValueError):
+    """A fresh run (no ``--resume``) into an out-dir that already holds another run's checkpoints or metrics."""
+
+
+def existing_run(out: Path) -> str | None:
+    """What marks ``out`` as holding a run: its newest complete checkpoint (``checkpoints/step-000200, step 200``),
+    else a non-empty ``metrics.jsonl`` (``metrics.jsonl, 12 rows up to step 12``); None when it has neither (a
+    directory holding only a corpus, a tokenizer or a killed run's empty log may be reused by a fresh run)."""
+    ckpt = latest_checkpoint(out / "checkpoints")
+    if ckpt is not None:
+        return f"{ckpt.relative_to(out)}, step {int(ckpt.name[len(STEP_PREFIX):])}"
+    metrics = out / "metrics.jsonl"
+    if metrics.is_file() and metrics.stat().st_size > 0:
+        rows = [r for r in read_metrics(metrics) if isinstance(r, dict)]
+        steps = [r["step"] for r in rows if isinstance(r.get("step"), int)]
+        return f"metrics.jsonl, {len(rows)} rows" + (f" up to step {max(steps)}" if steps else "")
+    return None
+
+
+def refuse_existing_run(out: Path) -> None:
+    """A fresh run must not mix its checkpoints and metrics with a previous run's (a later --resume would pick the
+    old run's newest checkpoint): ``RunExistsError`` when ``out`` already holds a run."""
+    found = existing_run(out)
+    if found is not None:
+        raise RunExistsError(f"{out} already holds a run ({found}); pass --resume to continue it or choose another "
+                             "--out-dir")
+
+
 def _given_tokenizer(cfg: PretrainConfig) -> str | None:
     """``cfg.tokenizer``, else the tokenizer saved next to ``cfg.model_dir`` (r1lab model dirs carry one)."""
     if cfg.tokenizer:
