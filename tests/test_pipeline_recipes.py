@@ -260,7 +260,7 @@ def test_set_overrides_apply_after_the_preset_and_are_validated():
     assert stages["pretrain"]["steps"] == 1100  # the preset's other fields stay
     base = {s.name: s.config for s in prepare("speedrun", "cpu").stages}
     assert base["r1-zero"]["lr"] == 1e-4  # nothing leaks into the preset table
-    with pytest.raises(RecipeError, match="--set: entry 'tokenizr' names no known stage"):
+    with pytest.raises(RecipeError, match="--set: entry 'tokenizr' names no stage of recipe 'speedrun'"):
         prepare("speedrun", "cpu", parse_set(["tokenizr.vocab_size=10"]))
     with pytest.raises(RecipeError, match="unknown field 'bogus' for TokenizerStage"):
         prepare("speedrun", "cpu", parse_set(["tokenizer.bogus=1"]))

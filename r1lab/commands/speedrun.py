@@ -14,14 +14,18 @@ HELP = "the whole R1 pipeline end to end (resumable): --preset cpu|gpu|tiny --ou
 
 def add_arguments(p) -> None:
     from r1lab.pipeline.presets import PRESETS
-    from r1lab.pipeline.recipes import recipe_names
+    from r1lab.pipeline.recipes import preset_help, recipe_help, recipe_names
 
-    p.add_argument("--preset", default="cpu", choices=sorted(PRESETS), help="size preset (default cpu, about 17-25 "
-                   "min on 2 cores, by the CPU; tiny = every stage a few steps, for tests)")
+    # the recipes and what each runs, generated from the registry (r1lab/pipeline/recipes.py) so it stays true
+    p.description = f"{(__doc__ or HELP).strip()}\n\nRecipes (--recipe):\n{recipe_help()}"
+    p.add_argument("--preset", default="cpu", choices=sorted(PRESETS),
+                   help=f"size preset (default cpu): {preset_help()}; measured times are in README")
     p.add_argument("--out", default="runs/speedrun", help="run directory (default runs/speedrun)")
-    p.add_argument("--recipe", default="speedrun", choices=recipe_names(), help="recipe (default speedrun = all)")
+    p.add_argument("--recipe", default="speedrun", choices=recipe_names(),
+                   help="which pipeline to run (default speedrun = every stage); each is described above")
     p.add_argument("--smoke", action="store_true", help="same as --preset tiny")
-    p.add_argument("--only", nargs="*", default=None, help="run only these stages (their inputs must be DONE)")
+    p.add_argument("--only", nargs="+", default=None, metavar="STAGE",
+                   help="run only these stages of the recipe (their inputs must be DONE; see --list for the names)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default); on a machine "
                    "shared with other jobs use 1 (and OMP_NUM_THREADS=1): oversubscribed threads can be 10x slower")
     p.add_argument("--set", action="append", default=[], metavar="STAGE.FIELD=VALUE",
@@ -43,18 +47,20 @@ def main(args) -> int:
     import json
 
     from r1lab.pipeline.recipes import RecipeError, parse_set, prepare
-    from r1lab.pipeline.rundir import RunDirMismatch
+    from r1lab.pipeline.rundir import RunDirError, check_only
     from r1lab.pipeline.speedrun import run
 
     preset = "tiny" if args.smoke else args.preset
     try:
         overrides = parse_set(args.set)
+        recipe = prepare(args.recipe, preset, overrides)  # stages, fields, value types: before anything runs
         if args.list:
-            for s in prepare(args.recipe, preset, overrides).stages:
+            for s in recipe.stages:
                 print(f"{s.name:<22} {s.kind:<13} inputs={dict(s.inputs)} config={json.dumps(dict(s.config))}")
             return 0
+        check_only(recipe, args.only)
         run(args.out, preset, args.recipe, args.only, args.threads, overrides, args.stop_after, args.jobs)
-    except (RecipeError, RunDirMismatch) as err:
+    except (RecipeError, RunDirError) as err:
         print(f"error: {err}")
         return 2
     return 0

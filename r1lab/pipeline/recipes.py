@@ -8,11 +8,12 @@ students on the teacher's samples, compared (§4.1) with the same student traine
 A recipe is an ordered tuple of ``StageSpec`` (name = its folder in the run directory, kind = what runs it, config =
 fields of the kind's config dataclass, inputs = role → earlier stage). ``resolve(recipe, preset)`` merges
 preset overrides (per kind ``"kind:grpo"`` and per stage name) into the configs; ``validate`` checks every kind,
-field and input *before anything runs* and raises ``RecipeError`` naming the stage and the field. Fields a stage
-wires itself (out_dir, model_dir, tokenizer, resume, ...) may not be set by a recipe.
+field (name and value type) and input *before anything runs* and raises ``RecipeError`` naming the stage and the
+field. Fields a stage wires itself (out_dir, model_dir, tokenizer, resume, ...) may not be set by a recipe.
 
-Presets: ``tiny`` (tests: every stage for a handful of steps), ``cpu`` (the ≤ 20-minute speedrun on 2 cores),
-``gpu`` (larger model and budgets for one GPU).
+Presets (``PRESET_PURPOSE``; their tables live in ``r1lab.pipeline.presets``, measured times in README): ``tiny``
+(tests: every stage for a handful of steps), ``cpu`` (the speedrun on a 2-core CPU), ``gpu`` (a larger model with
+wall-clock budgets, for one GPU).
 """
 
 from __future__ import annotations
@@ -21,9 +22,13 @@ import dataclasses
 import hashlib
 import importlib
 import json
+import textwrap
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from r1lab.config_cli import OverrideError, check_value
 
 
 class RecipeError(ValueError):
@@ -150,7 +155,8 @@ DISTILL = (
 REPORT = (S("report", "report"),)
 
 RECIPES: dict[str, Recipe] = {
-    "r1-zero": Recipe("r1-zero", "base → GRPO with rule rewards (accuracy + format)", BASE + R1_ZERO),
+    "r1-zero": Recipe("r1-zero", "tokenizer → pretraining (the base) → GRPO with rule rewards (accuracy + format), "
+                      "each model evaluated", BASE + R1_ZERO),
     "r1": Recipe("r1", "cold-start SFT → reasoning RL → rejection sampling → SFT from base → RL all scenarios",
                  BASE + R1_ZERO + R1),
     "distill": Recipe("distill", "R1 teacher samples → SFT of dense students (ours and Qwen2), vs RL alone",
@@ -167,8 +173,47 @@ REPORTED = {"eval-base": "base", "eval-r1-zero": "r1-zero", "eval-r1-cold-sft": 
             "eval-distill-qwen2": "distill-qwen2"}
 
 
+# What each size preset is for (``r1lab speedrun --help``; measured times are in README, not here).
+PRESET_PURPOSE = {
+    "tiny": "every stage for a handful of steps on a toy model: tests and smoke runs, not meaningful numbers",
+    "cpu": "the speedrun on a laptop-class CPU (sized for 2 cores): a small MoE model, every stage short",
+    "gpu": "one GPU: a larger model, pretraining and GRPO stages sized by wall-clock budgets (max_minutes)",
+}
+
+
 def recipe_names() -> list[str]:
     return sorted(RECIPES)
+
+
+def recipe_help(width: int = 116) -> str:
+    """One paragraph per recipe, generated from ``RECIPES``: its description and the stages it runs (a recipe
+    that starts with another's stages is written as that recipe + its extra stages), smallest recipe first."""
+    ordered = sorted(RECIPES.values(), key=lambda r: len(r.stages))
+    lines = []
+    for recipe in ordered:
+        names = [s.name for s in recipe.stages]
+        base = next((r for r in reversed(ordered) if len(r.stages) < len(names)
+                     and names[:len(r.stages)] == [s.name for s in r.stages]), None)
+        runs = (f"{base.name}'s {len(base.stages)} stages + {', '.join(names[len(base.stages):])}" if base
+                else ", ".join(names))
+        plural = "s" if len(names) != 1 else ""
+        lines += [_wrap(f"{recipe.name}: {recipe.description}.", width, 2),
+                  _wrap(f"runs {len(names)} stage{plural}: {runs}", width, 4)]
+    return "\n".join(lines)
+
+
+def _wrap(text: str, width: int, indent: int) -> str:
+    """``text`` wrapped to ``width`` at ``indent`` spaces, continuation lines two further in; stage names with
+    hyphens stay whole."""
+    return textwrap.fill(text, width, initial_indent=" " * indent, subsequent_indent=" " * (indent + 2),
+                         break_on_hyphens=False)
+
+
+def preset_help() -> str:
+    """One line per preset: its name and what it is for (``PRESET_PURPOSE``)."""
+    from r1lab.pipeline.presets import PRESETS
+
+    return "; ".join(f"{name} = {PRESET_PURPOSE.get(name, 'no description')}" for name in sorted(PRESETS))
 
 
 def get_recipe(name: str) -> Recipe:
@@ -200,11 +245,12 @@ def resolve(recipe: Recipe, preset: str, overrides: Mapping[str, Mapping[str, An
     table = PRESETS[preset]
     user = dict(overrides or {})
     all_names = {s.name for r in RECIPES.values() for s in r.stages}
-    for where, entries in ((f"preset {preset!r}", table), ("--set", user)):
-        for key in entries:
-            known = key.removeprefix("kind:") in KINDS if key.startswith("kind:") else key in all_names
-            if not known:
-                raise RecipeError(f"{where}: entry {key!r} names no known stage or kind")
+    for key in table:  # a preset serves every recipe: its entries need only exist in one
+        known = key.removeprefix("kind:") in KINDS if key.startswith("kind:") else key in all_names
+        if not known:
+            raise RecipeError(f"preset {preset!r}: entry {key!r} names no known stage or kind")
+    for key in user:
+        check_set_target(recipe, key)
     stages = []
     for s in recipe.stages:
         cfg = _merge(table.get(f"kind:{s.kind}", {}), s.config)
@@ -212,6 +258,27 @@ def resolve(recipe: Recipe, preset: str, overrides: Mapping[str, Mapping[str, An
             cfg = _merge(cfg, layer)
         stages.append(dataclasses.replace(s, config=cfg))
     return dataclasses.replace(recipe, stages=tuple(stages))
+
+
+def check_set_target(recipe: Recipe, key: str) -> None:
+    """A ``--set`` entry's target (a stage name or ``kind:<kind>``) must hit a stage of ``recipe`` itself: one that
+    names only another recipe's stage would silently do nothing. Raises RecipeError naming the entry and the
+    recipe's stages (or kinds)."""
+    if key.startswith("kind:"):
+        kind = key.removeprefix("kind:")
+        kinds = sorted({s.kind for s in recipe.stages})
+        if kind not in KINDS:
+            raise RecipeError(f"--set: entry {key!r} names no known kind; known: {', '.join(sorted(KINDS))}")
+        if kind not in kinds:
+            raise RecipeError(f"--set: entry {key!r} matches no stage of recipe {recipe.name!r}; its kinds: "
+                              f"{', '.join(kinds)}")
+        return
+    names = [s.name for s in recipe.stages]
+    if key not in names:
+        owners = [r.name for r in RECIPES.values() if key in {s.name for s in r.stages}]
+        elsewhere = f" ({key!r} is a stage of recipe {', '.join(owners)})" if owners else ""
+        raise RecipeError(f"--set: entry {key!r} names no stage of recipe {recipe.name!r}{elsewhere}; its stages: "
+                          f"{', '.join(names)}")
 
 
 def parse_set(items: list[str] | None) -> dict[str, dict[str, Any]]:
@@ -258,6 +325,7 @@ def validate(recipe: Recipe) -> None:
                 raise RecipeError(f"{where}: unknown field {key!r} for {cls.__name__}; valid: {', '.join(sorted(names))}")
             if key in kind.wired:
                 raise RecipeError(f"{where}: field {key!r} is set by the pipeline (wired: {', '.join(kind.wired)})")
+        check_field_types(where, cls, s.config)
         for role, src in s.inputs.items():
             if role not in kind.required + kind.optional:
                 raise RecipeError(f"{where}: unknown input {role!r} for kind {s.kind!r}; takes "
@@ -270,6 +338,23 @@ def validate(recipe: Recipe) -> None:
         seen.add(s.name)
     if recipe.side is not None:
         validate_side_lane(recipe)
+
+
+def check_field_types(where: str, cls: type, config: Mapping[str, Any]) -> None:
+    """Every value in ``config`` fits the type annotation of ``cls``'s field of that name as given (``config_cli.
+    check_value`` strict: an int is a float, an integral float is not an int, a string is not a list), else
+    RecipeError naming ``where`` (recipe and stage), the field, the value and the expected type. Fields ``cls`` lacks
+    are skipped (``validate`` names them)."""
+    try:
+        hints = typing.get_type_hints(cls)
+    except Exception as err:  # an annotation that cannot be evaluated: say so rather than skip the checks
+        raise RecipeError(f"{where}: cannot read the field types of {cls.__name__} ({err})") from None
+    for key, value in config.items():
+        if key in hints:
+            try:
+                check_value(value, hints[key], f"{where}: field {key!r}", strict=True)
+            except OverrideError as err:
+                raise RecipeError(str(err)) from None
 
 
 def validate_side_lane(recipe: Recipe) -> None:

@@ -20,14 +20,14 @@ i.e. the cost of producing that model from scratch in this run.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from r1lab.pipeline.recipes import REPORTED
-from r1lab.pipeline.rundir import RUN_JSON, WALL, read_done, write_json_atomic
+from r1lab.pipeline.rundir import WALL, read_done, read_run_json, write_json_atomic
 from r1lab.pipeline.significance import describe, paired, per_problem, read_records, within_noise
+from r1lab.train.metrics import read_metrics
 
 EPS = 1e-9  # "≥" claims tolerate float rounding (0.1 + 0.25 > 0.35 in binary)
 RESULT_KEYS = ("name", "model", "pass@1", "cons@k", "k", "mean_response_tokens", "language_mixing_rate",
@@ -35,9 +35,11 @@ RESULT_KEYS = ("name", "model", "pass@1", "cons@k", "k", "mean_response_tokens",
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The metric rows of a stage's metrics.jsonl ([] when it has none); a torn last line from a killed run is
+    skipped (``r1lab.train.metrics.read_metrics``), as are lines that are not JSON objects."""
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [row for row in read_metrics(path) if isinstance(row, dict)]
 
 
 def lineage(stage: str, stages: dict[str, dict[str, Any]]) -> list[str]:
@@ -62,7 +64,7 @@ def collect(run_dir: str | Path) -> dict[str, Any]:
     """run.json, every stage's DONE record, the results rows and ``records`` (row name → the eval stage's
     per-problem records, for the findings' paired standard errors)."""
     run_dir = Path(run_dir)
-    run = json.loads((run_dir / RUN_JSON).read_text(encoding="utf-8"))
+    run = read_run_json(run_dir)  # RunDirError naming the file when it is missing or corrupt
     specs = {s["name"]: s for s in run["stages"]}
     done = {name: rec for name in specs if (rec := read_done(run_dir / name)) is not None}
     rows = []
@@ -201,8 +203,19 @@ def _plot_series(path: Path, title: str, series: list[tuple[str, list[float], li
 
 
 def _xy(rows: list[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
-    pts = [(r["step"], r[key]) for r in rows if key in r and r.get(key) is not None and "step" in r]
-    return [p[0] for p in pts], [p[1] for p in pts]
+    """(steps, values) of ``key``, in step order, one point per step: when rows repeat a step (a run resumed from a
+    checkpoint logs the steps after it again) the last row with ``key`` wins, i.e. the run that continued.
+
+    >>> _xy([{"step": 1, "loss": 3.0}, {"step": 2, "loss": 2.5}, {"step": 2, "loss": 2.4}, {"step": 3, "acc": 1}],
+    ...     "loss")
+    ([1, 2], [3.0, 2.4])
+    """
+    last: dict[Any, Any] = {}
+    for r in rows:
+        if r.get(key) is not None and isinstance(r.get("step"), int | float) and not isinstance(r["step"], bool):
+            last[r["step"]] = r[key]
+    steps = sorted(last)
+    return steps, [last[x] for x in steps]
 
 
 def make_plots(run_dir: Path, out_dir: Path, specs: dict[str, dict[str, Any]]) -> dict[str, str]:

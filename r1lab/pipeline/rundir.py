@@ -24,15 +24,66 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from r1lab.pipeline.recipes import Recipe, config_hash
+from r1lab.pipeline.recipes import Recipe, RecipeError, config_hash
 
 DONE = "DONE"
 WALL = "WALL"
 RUN_JSON = "run.json"
 
 
-class RunDirMismatch(ValueError):
+class RunDirError(ValueError):
+    """A run directory that cannot be used as it is (e.g. an unreadable run.json); the message names the file."""
+
+
+class RunDirMismatch(RunDirError):
     """The run directory was made by another recipe / preset / config; the message says what differs."""
+
+
+RUN_KEYS = ("recipe", "preset", "config_hash", "stages")
+
+
+def read_json_record(path: Path) -> Any:
+    """The JSON in ``path`` (run.json, a DONE marker), or RunDirError naming the file when it is not valid JSON."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise RunDirError(f"{path}: not valid JSON (line {err.lineno}: {err.msg}); the file is corrupt — restore it, "
+                          "or start again in a new --out") from None
+    except UnicodeDecodeError as err:
+        raise RunDirError(f"{path}: not UTF-8 text ({err.reason}); the file is corrupt") from None
+
+
+def read_run_json(run_dir: str | Path) -> dict[str, Any]:
+    """``run_dir/run.json``: an object with recipe, preset, config_hash and a list of stages (each with a name and a
+    kind), else RunDirError naming the file and what is wrong."""
+    path = Path(run_dir) / RUN_JSON
+    if not path.exists():
+        raise RunDirError(f"{path} not found: {run_dir} is not a run directory (made by `r1lab speedrun`)")
+    run = read_json_record(path)
+    if not isinstance(run, dict):
+        raise RunDirError(f"{path}: expected a JSON object, got {type(run).__name__}; the file is corrupt")
+    missing = [key for key in RUN_KEYS if key not in run]
+    if missing:
+        raise RunDirError(f"{path}: missing {', '.join(missing)}; the file is corrupt or not a run record")
+    stages = run["stages"]
+    if not isinstance(stages, list) or not all(isinstance(st, dict) and "name" in st and "kind" in st
+                                               for st in stages):
+        raise RunDirError(f"{path}: 'stages' must be a list of objects with a name and a kind")
+    return run
+
+
+def check_only(recipe: Recipe, only: list[str] | None) -> None:
+    """``--only`` names stages of ``recipe`` (at least one), else RecipeError naming the unknown ones and listing
+    the recipe's stages: a misspelt name would otherwise run nothing and report success."""
+    if only is None:
+        return
+    names = [st.name for st in recipe.stages]
+    if not only:
+        raise RecipeError(f"--only needs at least one stage name; recipe {recipe.name!r} has: {', '.join(names)}")
+    unknown = [name for name in only if name not in names]
+    if unknown:
+        raise RecipeError(f"--only: {', '.join(map(repr, unknown))} {'is' if len(unknown) == 1 else 'are'} not a "
+                          f"stage of recipe {recipe.name!r}; its stages: {', '.join(names)}")
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -74,7 +125,7 @@ def claim_run_dir(run_dir: Path, recipe: Recipe, preset: str) -> dict[str, Any]:
     record = run_record(recipe, preset)
     path = run_dir / RUN_JSON
     if path.exists():
-        saved = json.loads(path.read_text(encoding="utf-8"))
+        saved = read_run_json(run_dir)
         if saved.get("config_hash") != record["config_hash"] or saved.get("recipe") != recipe.name \
                 or saved.get("preset") != preset:
             diffs = describe_mismatch(saved, record) or ["config hash differs"]
@@ -91,7 +142,7 @@ def read_done(stage_dir: Path) -> dict[str, Any] | None:
     path = stage_dir / DONE
     if not path.exists():
         return None
-    return json.loads(path.read_text(encoding="utf-8"))
+    return read_json_record(path)
 
 
 class WallClock:
@@ -173,6 +224,7 @@ def run_recipe(recipe: Recipe, preset: str, run_dir: str | Path, runners: dict[s
     ``only`` is not given) runs in a second process beside the main lane (``r1lab.pipeline.lanes``).
     ``run_clock``: accumulate the run's own wall time in ``run_dir/WALL`` (off in the side lane's process)."""
     run_dir = Path(run_dir)
+    check_only(recipe, only)  # before run.json is written
     claim_run_dir(run_dir, recipe, preset)
     lane = None
     if jobs >= 2 and recipe.side is not None and only is None:
