@@ -1,5 +1,5 @@
 """Size presets for the recipes: ``tiny`` (tests, every stage a handful of steps), ``cpu`` (the speedrun on 2 CPU
-cores: 17 minutes on a 2-core Intel Xeon with AVX-512 with the student's side lane, 18-19 one stage at a time; 25-28
+cores: 17-18 minutes on a 2-core Intel Xeon with AVX-512 with the student's side lane, 18-19 one stage at a time; 25-28
 one stage at a time on a 2-core AMD EPYC without AVX-512), ``gpu`` (one GPU, a bigger model and longer stages).
 
 Keys: ``"kind:<kind>"`` applies to every stage of that kind, ``"<stage name>"`` to one stage (applied after the
@@ -124,18 +124,18 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {"tiny": _TINY, "cpu": _CPU, "gp
 
 # Wall seconds of each stage in one measured run, for the speedrun's "about N min to go" (the remaining main-lane
 # stages' times here × how much slower or faster this machine ran the finished ones; ``rundir.eta_seconds``). cpu: the
-# twenty-third session's run on a 2-core Intel Xeon with AVX-512 (2026-11-26, idle; `r1lab speedrun --preset cpu`,
-# --jobs 2 by default, /tmp/s23/base2): 1017 s from start to finish, its stages adding up to 1375 s (the student's
-# three ran beside the teacher's R1 stages, each lane on one thread); with --jobs 1 the twenty-second session's run
-# took 1128 s, and 1489 s on the 2-core AMD EPYC without AVX-512 of sessions 12-20 with the preset before
-# (docs/benchmarks.md, twentieth to twenty-third sessions).
+# twenty-fourth session's run on a 2-core Intel Xeon with AVX-512 (2026-11-26; `r1lab speedrun --preset cpu`, --jobs 2
+# by default, /tmp/s24/run): 1082 s from start to finish, its stages adding up to 1452 s (the student's three ran
+# beside the teacher's R1 stages, each lane on one thread); the twenty-third session's run of the same preset took
+# 1017 s in a faster hour, the twenty-second's with --jobs 1 1128 s, and 1489 s on the 2-core AMD EPYC without
+# AVX-512 of sessions 12-20 with the preset before (docs/benchmarks.md, twentieth to twenty-fourth sessions).
 EXPECTED_SECONDS: dict[str, dict[str, float]] = {
-    "cpu": {"tokenizer": 12, "pretrain": 462, "eval-base": 7, "r1-zero": 86, "eval-r1-zero": 8, "cold-start-data": 7,
-            "r1-cold-sft": 43, "eval-r1-cold-sft": 6, "r1-reasoning-rl": 44, "eval-r1-reasoning-rl": 7,
-            "r1-reject": 10, "r1-sft": 112, "eval-r1-sft": 6, "reward-model": 18, "r1": 39, "eval-r1": 7,
-            "distill-data": 29, "student-base": 314, "distill-student": 28, "eval-distill-student": 2,
-            "rl-only-student": 39, "eval-rl-only-student": 5, "qwen2-student": 1, "distill-qwen2": 64,
-            "eval-distill-qwen2": 18, "report": 3},
+    "cpu": {"tokenizer": 14, "pretrain": 498, "eval-base": 6, "r1-zero": 82, "eval-r1-zero": 6, "cold-start-data": 6,
+            "r1-cold-sft": 44, "eval-r1-cold-sft": 5, "r1-reasoning-rl": 48, "eval-r1-reasoning-rl": 7,
+            "r1-reject": 9, "r1-sft": 119, "eval-r1-sft": 8, "reward-model": 23, "r1": 39, "eval-r1": 6,
+            "distill-data": 32, "student-base": 318, "distill-student": 27, "eval-distill-student": 3,
+            "rl-only-student": 46, "eval-rl-only-student": 6, "qwen2-student": 2, "distill-qwen2": 74,
+            "eval-distill-qwen2": 21, "report": 3},
 }
 # The same run from start to finish (with --jobs 2 its stages add up to more than this).
-MEASURED_RUN_SECONDS: dict[str, float] = {"cpu": 1017}
+MEASURED_RUN_SECONDS: dict[str, float] = {"cpu": 1082}
