@@ -70,7 +70,8 @@ def test_speedrun_with_a_bad_set_value_fails_before_run_json(tmp_path, monkeypat
     """The bug: the run started, died mid-run with a TypeError, and its run.json then refused the corrected rerun."""
     out = tmp_path / "run"
     assert speedrun_cli(monkeypatch, "--recipe", "r1-zero", "--out", str(out), "--set", 'pretrain.steps="abc"') == 2
-    assert "field 'steps': expected int, got 'abc'" in capsys.readouterr().out
+    err = capsys.readouterr().err
+    assert "r1lab speedrun: error:" in err and "field 'steps': expected int, got 'abc'" in err
     assert not out.exists()
     claim_run_dir(out, prepare("r1-zero", "tiny", parse_set(["pretrain.steps=5"])), "tiny")  # the corrected run
 
@@ -95,7 +96,7 @@ def test_only_with_an_unknown_stage_is_an_error_before_run_json(tmp_path):
 def test_speedrun_only_bogus_exits_2_without_run_json(tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
     assert speedrun_cli(monkeypatch, "--recipe", "r1-zero", "--out", str(out), "--only", "bogus") == 2
-    printed = capsys.readouterr().out
+    printed = capsys.readouterr().err
     assert "'bogus' is not a stage of recipe 'r1-zero'" in printed and "eval-r1-zero" in printed
     assert not out.exists()
 
@@ -158,14 +159,14 @@ def test_corrupt_run_json_is_named(tmp_path, monkeypatch, capsys):
         claim_run_dir(run_dir, resolve(recipes.get_recipe("r1-zero"), "tiny"), "tiny")
     monkeypatch.setenv("R1LAB_WORKERS", "1")
     assert cli.main(["report", str(run_dir)]) == 2
-    assert f"{path}: not valid JSON" in capsys.readouterr().out
+    assert f"{path}: not valid JSON" in capsys.readouterr().err
     path.write_text('{"recipe": "r1-zero"}')
     with pytest.raises(RunDirError, match=re.escape(str(path)) + ": missing preset, config_hash, stages"):
         write_report(run_dir)
     assert cli.main(["report", str(tmp_path / "nowhere")]) == 2
-    assert "run.json not found" in capsys.readouterr().out
+    assert "run.json not found" in capsys.readouterr().err
     assert speedrun_cli(monkeypatch, "--recipe", "r1-zero", "--out", str(run_dir)) == 2  # refused, not a traceback
-    assert f"{path}: missing preset" in capsys.readouterr().out
+    assert f"{path}: missing preset" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------------------------ 5. --help

@@ -284,8 +284,8 @@ def test_cli_refuses_a_directory_holding_a_run(env, tmp_path, capsys):
             "--progress", "false"]
     assert main(argv) == 0
     capsys.readouterr()
-    assert main(argv) == 1
-    assert f"error: {out} already holds a run (checkpoints/step-000002, step 2); pass --resume" in capsys.readouterr().out
+    assert main(argv) == 2
+    assert f"error: {out} already holds a run (checkpoints/step-000002, step 2); pass --resume" in capsys.readouterr().err
     assert main([*argv, "--resume"]) == 0  # continuing it is fine (already complete: nothing to redo)
 
 
@@ -342,7 +342,8 @@ def test_cli_reports_corpus_error(env, tmp_path, capsys):
     bad.write_bytes(b'{"text": "ok"}\n{"txt": 1}\n')
     rc = main(["pretrain", "--corpus", json.dumps([str(bad)]), "--tokenizer", env["tokenizer"], "--preset", "tiny",
                "--out-dir", str(tmp_path / "o"), "--progress", "false"])
-    assert rc == 1 and f"{bad}:2:" in capsys.readouterr().out
+    err = capsys.readouterr().err
+    assert rc == 2 and f"r1lab pretrain: error: {bad}:2:" in err and "Traceback" not in err
 
 
 def regenerate() -> None:

@@ -37,10 +37,6 @@ def main(args) -> int:
     from r1lab.train.context import ExtendContextConfig, run_extend_context
 
     cfg = load_config(ExtendContextConfig, args.config, args.overrides)
-    try:
-        report = run_extend_context(cfg)
-    except ValueError as err:
-        print(f"error: {err}")
-        return 1
+    report = run_extend_context(cfg)  # bad input is a ValueError: r1lab.cli prints it as one line on stderr
     print(f"extended model → {report['model_dir']} (rope {report['rope_parameters']})")
     return 0

@@ -15,14 +15,10 @@ def add_arguments(p) -> None:
 
 def main(args) -> int:
     from r1lab.pipeline.report import write_report
-    from r1lab.pipeline.rundir import RunDirError, read_run_json
+    from r1lab.pipeline.rundir import read_run_json
 
-    try:
-        read_run_json(args.run_dir)  # missing or corrupt run.json: an error naming the file, before any output
-        art = write_report(args.run_dir, args.out)
-    except RunDirError as err:
-        print(f"error: {err}")
-        return 2
+    read_run_json(args.run_dir)  # missing or corrupt run.json: an error naming the file (printed by r1lab.cli)
+    art = write_report(args.run_dir, args.out)
     for claim, verdict, evidence in art["findings"]:
         print(f"{verdict:>31}: {claim} ({evidence})")  # "not reproduced (within noise)" is the longest
     return 0

@@ -46,21 +46,18 @@ def add_arguments(p) -> None:
 def main(args) -> int:
     import json
 
-    from r1lab.pipeline.recipes import RecipeError, parse_set, prepare
-    from r1lab.pipeline.rundir import RunDirError, check_only
+    from r1lab.pipeline.recipes import parse_set, prepare
+    from r1lab.pipeline.rundir import check_only
     from r1lab.pipeline.speedrun import run
 
     preset = "tiny" if args.smoke else args.preset
-    try:
-        overrides = parse_set(args.set)
-        recipe = prepare(args.recipe, preset, overrides)  # stages, fields, value types: before anything runs
-        if args.list:
-            for s in recipe.stages:
-                print(f"{s.name:<22} {s.kind:<13} inputs={dict(s.inputs)} config={json.dumps(dict(s.config))}")
-            return 0
-        check_only(recipe, args.only)
-        run(args.out, preset, args.recipe, args.only, args.threads, overrides, args.stop_after, args.jobs)
-    except (RecipeError, RunDirError) as err:
-        print(f"error: {err}")
-        return 2
+    # RecipeError / RunDirError are ValueErrors: r1lab.cli prints them as one line on stderr (exit 2)
+    overrides = parse_set(args.set)
+    recipe = prepare(args.recipe, preset, overrides)  # stages, fields, value types: before anything runs
+    if args.list:
+        for s in recipe.stages:
+            print(f"{s.name:<22} {s.kind:<13} inputs={dict(s.inputs)} config={json.dumps(dict(s.config))}")
+        return 0
+    check_only(recipe, args.only)
+    run(args.out, preset, args.recipe, args.only, args.threads, overrides, args.stop_after, args.jobs)
     return 0

@@ -25,14 +25,10 @@ def main(args) -> int:
     if getattr(args, "tokenizer_command", None) != "train":
         print("usage: r1lab tokenizer train --corpus FILES --vocab-size N --out DIR")
         return 2
-    from r1lab.data.stream import CorpusError
     from r1lab.data.tokenizer import load_tokenizer, train_from_files
 
-    try:
-        train_from_files(args.corpus, args.vocab_size, args.out, text_field=args.text_field, max_chars=args.max_chars)
-    except (CorpusError, ValueError) as err:
-        print(f"error: {err}")
-        return 1
+    # bad corpus files (file:line) and bad arguments are ValueErrors: r1lab.cli prints them as one line on stderr
+    train_from_files(args.corpus, args.vocab_size, args.out, text_field=args.text_field, max_chars=args.max_chars)
     tok = load_tokenizer(args.out)
     sample = "Question: What is 12 + 7?"
     print(f"trained {tok!r} → {args.out}")
