@@ -74,7 +74,15 @@ def test_all_tokens_preserved_no_truncation() -> None:
     assert (packed.input_ids_NT != PAD).sum().item() == s.n_tokens
     assert s.efficiency == pytest.approx(s.n_tokens / (len(packed) * 64))
     assert s.n_loss_tokens == s.n_tokens
-    assert packed.input_ids_NT.dtype == torch.int64 and packed.input_ids_NT.shape == (s.n_rows, 64)
+    assert packed.input_ids_NT.shape == (s.n_rows, 64)
+    # stored compact (12 bytes per token), widened per batch
+    assert (packed.input_ids_NT.dtype, packed.labels_NT.dtype, packed.doc_ids_NT.dtype) == (torch.int32,) * 2 + (
+        torch.int16,)
+    from r1lab.train.data import take_rows
+
+    batch = take_rows(packed, torch.arange(2), "cpu")
+    assert all(t.dtype == torch.int64 for t in batch.values())
+    assert torch.equal(batch["input_ids"], packed.input_ids_NT[:2].long())
 
 
 def test_efficiency_beats_first_fit_and_lower_bound() -> None:

@@ -65,7 +65,9 @@ class PackStats:
 
 @dataclass
 class PackedData:
-    """Packed rows (all int64, N×T) and their statistics."""
+    """Packed rows (N×T) and their statistics, stored compact: token ids and labels int32, document ids and positions
+    int16 (int32 when T > 32,767) — 12 bytes per token instead of 32 in int64, which bounds what a corpus costs in
+    memory; ``r1lab.train.data.take_rows`` widens a batch's rows to int64 on the way to the model."""
 
     input_ids_NT: torch.Tensor
     labels_NT: torch.Tensor
@@ -224,10 +226,11 @@ def _fill_rows(
     pieces: list[tuple[list[int], list[int] | None]], bins: list[list[int]], seq_len: int, pad_id: int
 ) -> PackedData:
     n = len(bins)
-    input_ids = np.full((n, seq_len), pad_id, dtype=np.int64)
-    labels = np.full((n, seq_len), IGNORE_INDEX, dtype=np.int64)
-    doc_ids = np.zeros((n, seq_len), dtype=np.int64)
-    position_ids = np.zeros((n, seq_len), dtype=np.int64)
+    small = np.int16 if seq_len <= np.iinfo(np.int16).max else np.int32  # doc ids and positions are < seq_len
+    input_ids = np.full((n, seq_len), pad_id, dtype=np.int32)
+    labels = np.full((n, seq_len), IGNORE_INDEX, dtype=np.int32)
+    doc_ids = np.zeros((n, seq_len), dtype=small)
+    position_ids = np.zeros((n, seq_len), dtype=small)
     for r, members in enumerate(bins):
         at = 0
         for k, p in enumerate(members, start=1):
@@ -376,9 +379,9 @@ def batches(
         order = torch.arange(n)
     for b in range(max(start_index, 0), num_batches(packed, batch_size, drop_last)):
         idx = order[b * batch_size : (b + 1) * batch_size]
-        yield {
-            "input_ids": packed.input_ids_NT[idx],
-            "labels": packed.labels_NT[idx],
-            "doc_ids": packed.doc_ids_NT[idx],
-            "position_ids": packed.position_ids_NT[idx],
+        yield {  # int64, as the model and the losses take them (rows are stored compact)
+            "input_ids": packed.input_ids_NT[idx].long(),
+            "labels": packed.labels_NT[idx].long(),
+            "doc_ids": packed.doc_ids_NT[idx].long(),
+            "position_ids": packed.position_ids_NT[idx].long(),
         }

@@ -145,10 +145,10 @@ class RowOrder:
 
 
 def take_rows(packed: PackedData, rows: torch.Tensor, device: torch.device | str) -> dict[str, torch.Tensor]:
-    """The model inputs of the given packed rows, on ``device``."""
+    """The model inputs of the given packed rows, on ``device``, as int64 (rows are stored compact: ``PackedData``)."""
     return {
-        "input_ids": packed.input_ids_NT[rows].to(device, non_blocking=True),
-        "labels": packed.labels_NT[rows].to(device, non_blocking=True),
-        "doc_ids": packed.doc_ids_NT[rows].to(device, non_blocking=True),
-        "position_ids": packed.position_ids_NT[rows].to(device, non_blocking=True),
+        "input_ids": packed.input_ids_NT[rows].to(device, torch.long, non_blocking=True),
+        "labels": packed.labels_NT[rows].to(device, torch.long, non_blocking=True),
+        "doc_ids": packed.doc_ids_NT[rows].to(device, torch.long, non_blocking=True),
+        "position_ids": packed.position_ids_NT[rows].to(device, torch.long, non_blocking=True),
     }
