@@ -139,61 +139,6 @@ def check_value(value: Any, annotation: Any, where: str, strict: bool = False) -
     if isinstance(annotation, type) and origin is None and not isinstance(value, annotation):
         raise _bad(where, value, annotation)
     return value
-    if _is_union(annotation):
-        args = typing.get_args(annotation)
-        if value is None and type(None) in args:
-            return None
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return check_value(value, a, where)
-            except OverrideError:
-                continue
-        raise _bad(where, value, annotation)
-    if origin is typing.Literal:
-        if value in typing.get_args(annotation):
-            return value
-        raise _bad(where, value, annotation)
-    if annotation is bool:
-        if isinstance(value, bool):
-            return value
-        raise _bad(where, value, annotation)
-    if annotation is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise _bad(where, value, annotation)
-    if annotation is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise _bad(where, value, annotation)
-    if annotation is str:
-        if isinstance(value, str):
-            return value
-        raise _bad(where, value, annotation)
-    if origin is list or annotation is list:
-        (item,) = typing.get_args(annotation) or (Any,)
-        if isinstance(value, str) and item is str:
-            return [value]  # one file name for a list of file names
-        if not isinstance(value, list):
-            cli = where.startswith("--")
-            raise _bad(where, value, annotation, " (write a JSON list like [1,2]" + (" or comma-separated 1,2)" if cli
-                                                                                   else ")"))
-        return [check_value(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
-    if origin is dict or annotation is dict:
-        key_t, val_t = typing.get_args(annotation) or (Any, Any)
-        if not isinstance(value, dict):
-            raise _bad(where, value, annotation, ' (write a JSON object like {"key": 1})')
-        return {check_value(k, key_t, where): check_value(v, val_t, f"{where}[{k!r}]") for k, v in value.items()}
-    if origin is tuple or annotation is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise _bad(where, value, annotation)
-        return tuple(value)
-    if isinstance(annotation, type) and not isinstance(value, annotation):
-        raise _bad(where, value, annotation)
-    return value
 
 
 def _parse_scalar(value: str, annotation: Any, key: str) -> Any:
