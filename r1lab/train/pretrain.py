@@ -301,6 +301,7 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     scheduler = make_schedule(optimizer, cfg, n_steps)
     if ckpt is not None:
         ts = load_training_state(ckpt / "training_state.pt")
+        check_world_size(ckpt, ts.get("world_size"), info.world_size)
         D.load_optimizer_state(model, optimizer, ts["optimizer"])
         scheduler.load_state_dict(ts["scheduler"])
         set_rng_state(ts["rng"])
@@ -469,6 +470,22 @@ def existing_run(out: Path) -> str | None:
         steps = [r["step"] for r in rows if isinstance(r.get("step"), int)]
         return f"metrics.jsonl, {len(rows)} rows" + (f" up to step {max(steps)}" if steps else "")
     return None
+
+
+def check_world_size(ckpt: Path, saved: int | None, now: int) -> None:
+    """A run resumes with the number of processes that wrote its checkpoint: the global batch (micro_batch ×
+    grad_accum × processes rows) and with it every step's data position depend on it (config_diff cannot see it:
+    it is not a config field). ``ResumeMismatchError`` otherwise; checkpoints without the record pass.
+
+    >>> check_world_size(Path("ckpt"), 2, 1)
+    Traceback (most recent call last):
+    ...
+    r1lab.train.loop.ResumeMismatchError: ckpt: written by 2 process(es), resumed with 1 — the global batch and the data position would change; resume with torchrun --nproc-per-node 2 (or start a new --out-dir)
+    """
+    if saved is not None and int(saved) != now:
+        raise ResumeMismatchError(f"{ckpt}: written by {saved} process(es), resumed with {now} — the global batch and "
+                                  f"the data position would change; resume with torchrun --nproc-per-node {saved} "
+                                  "(or start a new --out-dir)")
 
 
 def refuse_existing_run(out: Path) -> None:
