@@ -249,6 +249,30 @@ def test_code_reward_of_attacks_is_zero():
     assert time.monotonic() - t0 < 6.0
 
 
+def test_every_attack_scores_zero_through_code_reward():
+    """The must-show through the reward users call: each hostile program of the suite, as a model's completion with a
+    test that its success would pass (it prints PWNED), gets reward 0 within the time limit, in the default mode."""
+    mode = MODES[0]
+    subs = {"PORT": "9", "ABSTRACT": f"{ABSTRACT}_reward", "TRAINER_PID": str(os.getpid()), "SECRET": SECRET,
+            "REPO": str(REPO), "TARGET": str(Path(tempfile.gettempdir()) / f"r1lab_pwned_{TOKEN}_reward")}
+    attacks = [a for a in ATTACKS if _skip_reason(a, mode) is None]
+    tests = [{"input": "", "output": "PWNED"}]
+
+    def reward(attack: Attack) -> tuple[str, float, float]:
+        src = attack.source
+        for k, v in subs.items():
+            src = src.replace(k, v)
+        t0 = time.monotonic()
+        return attack.name, code_reward(f"```python\n{src}\n```", tests, timeout=TIMEOUT), time.monotonic() - t0
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        scored = list(pool.map(reward, attacks))
+    assert len(scored) >= 20
+    assert [(name, r) for name, r, _ in scored if r != 0.0] == []
+    assert max(dt for _, _, dt in scored) < TIMEOUT + 3.0
+    assert not Path(subs["TARGET"]).exists()
+
+
 def test_invalid_limits_raise():
     with pytest.raises(ValueError, match="timeout"):
         sandbox.run_python("print(1)", timeout=0)
