@@ -141,8 +141,9 @@ class LLM:
         num_speculative_tokens: MTP drafts per step (DeepSeek models with MTP modules). max_batch_size: cache slots
         per process (sequences decoded together; default 256 on a CPU, 64 on CUDA; fewer when the cache would not
         fit in 40 % of the free memory). max_model_len: context length (default: the config's, at most 8192; more than
-        the config's max_position_embeddings is a ``ContextLengthError``, a ValueError); the latent cache is preallocated for max_batch_size × max_model_len. device: default the module's own device,
-        else CUDA when available. dtype: for directories only (default bf16 on CUDA, fp32 on CPU); a module keeps
+        the config's max_position_embeddings is a ``ContextLengthError``, a ValueError); the latent cache is
+        preallocated for max_batch_size × max_model_len. device: default the module's own device, else CUDA when
+        available. dtype: for directories only (default bf16 on CUDA, fp32 on CPU); a module keeps
         its dtype. compile: torch.compile the decode step, the speculative verification and the MTP draft windows
         with CUDA graphs (CUDA only; a dict = torch.compile arguments on any device, see ``runner.GraphSteps``).
         seed: seeds the engine's generator used by requests without their own ``SamplingParams.seed``.

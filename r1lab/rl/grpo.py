@@ -308,7 +308,8 @@ def rollout_metrics(batch: RolloutBatch, adv, weights: dict[str, float]) -> dict
     for k, name in enumerate(names):
         out[f"reward_{name}"] = sums[1 + k] / count
     rest = sums[2 + K :]
-    out.update({"accuracy": rest[7] / count if "accuracy" in names else float("nan"), "response_len_mean": rest[0] / count, "response_len_max": max_len,
+    out.update({"accuracy": rest[7] / count if "accuracy" in names else float("nan"),
+                "response_len_mean": rest[0] / count, "response_len_max": max_len,
                 "reflection_rate": rest[1] / count, "truncated_frac": rest[2] / count,
                 "zero_var_frac": rest[3] / max(rest[4], 1.0), "reward_errors": rest[5], "mixing": rest[6] / count})
     return out
