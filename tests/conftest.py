@@ -22,3 +22,18 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(tmp_path_factory):
+    """A small byte-level BPE (vocab 300) trained on arithmetic and word problems in the R1-Zero frame, with the
+    template: what the SFT and GRPO tests train and sample with."""
+    from r1lab.data.corpus import render
+    from r1lab.data.templates import R1_ZERO_TEMPLATE
+    from r1lab.data.tokenizer import train_tokenizer
+    from r1lab.tasks import make_split
+
+    ps = make_split("train", 30, families=["arithmetic", "word"])
+    d = tmp_path_factory.mktemp("tok")
+    train_tokenizer([render(p, "r1zero") for p in ps] + [R1_ZERO_TEMPLATE], 300, d)
+    return str(d)

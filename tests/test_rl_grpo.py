@@ -20,19 +20,6 @@ def raising_reward(completion, problem):
     raise RuntimeError("broken checker")
 
 
-@pytest.fixture(scope="module")
-def tokenizer_dir(tmp_path_factory):
-    from r1lab.data.corpus import render
-    from r1lab.data.templates import R1_ZERO_TEMPLATE
-    from r1lab.data.tokenizer import train_tokenizer
-    from r1lab.tasks import make_split
-
-    ps = make_split("train", 30, families=["arithmetic", "word"])
-    d = tmp_path_factory.mktemp("tok")
-    train_tokenizer([render(p, "r1zero") for p in ps] + [R1_ZERO_TEMPLATE], 300, d)
-    return str(d)
-
-
 def _cfg(tokenizer_dir, out, **kw):
     base = dict(tokenizer=tokenizer_dir, preset="tiny", out_dir=str(out), steps=2, prompts_per_step=2,
                 group_size=2, max_new_tokens=6, eval_every=2, eval_n_per_family=1, eval_samples=1, sampler="naive",

@@ -10,19 +10,6 @@ from r1lab.train.sft import SFTConfig, batch_loss, build_datasets, read_rows, ru
 
 
 @pytest.fixture(scope="module")
-def tokenizer_dir(tmp_path_factory):
-    from r1lab.data.corpus import render
-    from r1lab.data.templates import R1_ZERO_TEMPLATE
-    from r1lab.data.tokenizer import train_tokenizer
-    from r1lab.tasks import make_split
-
-    ps = make_split("train", 30, families=["arithmetic", "word"])
-    d = tmp_path_factory.mktemp("tok")
-    train_tokenizer([render(p, "r1zero") for p in ps] + [R1_ZERO_TEMPLATE], 300, d)
-    return str(d)
-
-
-@pytest.fixture(scope="module")
 def data_file(tmp_path_factory):
     from r1lab.tasks import make_split
 

@@ -52,6 +52,7 @@ from r1lab.rl.metrics import mixing_rate, reflection_rate
 from r1lab.train.distributed import agree
 from r1lab.train.models import frozen_copy
 from r1lab.rl.rollout import RolloutBatch, reward_functions, rollout
+from r1lab.engine.params import model_context
 from r1lab.rl.sampler import make_sampler
 from r1lab.rl.shared_prefix import supports_shared_prefix
 from r1lab.rl.update import UpdateSettings, all_reduce_sum, policy_update, reference_logprobs
@@ -387,12 +388,12 @@ def run_grpo(cfg: GRPOConfig) -> dict[str, Any]:
     eval_problems = load_problems(cfg, "val")
     eval_prompts = encode_prompts(eval_problems, tokenizer, cfg.template)
     longest = max(len(p) for p in train_prompts + eval_prompts)
-    context = getattr(model.config, "max_position_embeddings", None)
-    if isinstance(context, int) and longest >= context:
+    context = model_context(model.config)
+    if context is not None and longest >= context:
         raise ValueError(f"the longest prompt ({cfg.template} template) has {longest} tokens; the model's context "
                          f"(max_position_embeddings) is {context}, leaving no room to generate")
     max_model_len = longest + cfg.max_new_tokens + 8
-    if isinstance(context, int):
+    if context is not None:
         max_model_len = min(max_model_len, context)  # a completion that reaches the context ends there ("length")
     sampling_model = sampler_copy(model, run.precision)
     sampler = make_sampler(sampling_model, tokenizer, cfg.sampler, max_model_len=max_model_len,

@@ -55,9 +55,11 @@ def _top_p_filter(logits_NV: torch.Tensor, top_p: float) -> torch.Tensor:
 
 
 def check_prompt_lengths(prompts: list[list[int]], model: nn.Module) -> int | None:
-    """The model's context (``config.max_position_embeddings``; None when the config names none, and nothing is
+    """The model's context (``engine.params.model_context``; None when the config names none, and nothing is
     checked); raise ValueError for a prompt that leaves no room to generate within it."""
-    context = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    from r1lab.engine.params import model_context
+
+    context = model_context(getattr(model, "config", None))
     if not isinstance(context, int):
         return None
     for i, p in enumerate(prompts):

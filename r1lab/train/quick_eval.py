@@ -98,12 +98,13 @@ def generate_greedy(model, tokenizer, prompts: list[list[int]], max_new_tokens: 
     it is available, else ``greedy_generate``."""
     try:
         from r1lab.engine import LLM, SamplingParams
+        from r1lab.engine.params import model_context
     except ImportError:
         LLM = None
     if LLM is not None:
         width = max(len(p) for p in prompts) + max_new_tokens + 1
-        context = getattr(model.config, "max_position_embeddings", None)
-        if isinstance(context, int):
+        context = model_context(model.config)
+        if context is not None:
             width = min(width, context)  # completions that reach the context end there; longer prompts: an error
         engine = LLM(model, tokenizer=tokenizer, max_batch_size=min(len(prompts), 256), max_model_len=width)
         params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, stop_token_ids=[tokenizer.eos_id])
